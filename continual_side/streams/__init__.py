@@ -1,0 +1,1 @@
+"""continual_side/streams."""

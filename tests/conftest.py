@@ -1,0 +1,36 @@
+"""Shared fixtures: the one place tests find ../shared/data."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    return Path(os.environ.get("CONTINUAL_SIDE_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only shared data folder (env var CONTINUAL_SIDE_DATA, default ../shared/data).
+
+    Tests must never write here. Skips when the folder is absent.
+    """
+    path = _shared_data_dir()
+    if not (path / "README.md").is_file():
+        pytest.skip(f"shared data not found at {path}: set CONTINUAL_SIDE_DATA to the shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_weights(shared_data: Path) -> Path:
+    """Folder holding resnet44/resnet20 akamaster weights and the FCN4 side network."""
+    return shared_data / "weights"
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpeg(shared_data: Path) -> Path:
+    """The CIFAR-10 JPEG image-folder tree with train/ and test/."""
+    return shared_data / "cifar10-jpeg"
