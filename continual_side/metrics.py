@@ -1,0 +1,147 @@
+"""Continual-learning metrics as pure functions of the accuracy matrix.
+
+``R[i, j]`` is the accuracy (a fraction in [0, 1]) on task ``j`` after training on task ``i``, for a
+stream of ``T`` tasks. In a task-incremental stream the head of task ``j`` is untrained before step
+``j``, so entries with ``j > i`` are at chance and every metric ignores them, except
+:func:`forward_transfer`, which by definition reads ``R[j - 1, j]``.
+"""
+
+import numpy as np
+
+from continual_side.errors import ConfigError
+
+MATRIX_MEANING = "R[i, j] = accuracy on task j after training on task i"
+
+
+def check_accuracy_matrix(R: np.ndarray, *, upper_diagonal: bool = False) -> np.ndarray:
+    """Return ``R`` as a float64 array after checking its shape and the entries the metrics read.
+
+    Raises :class:`ConfigError` naming the first bad entry.
+
+    :param R: accuracy matrix.
+    :param upper_diagonal: also check the entries ``R[j - 1, j]`` (read by forward transfer).
+    """
+    try:
+        matrix = np.asarray(R, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"accuracy matrix must hold numbers ({MATRIX_MEANING}); {error}") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ConfigError(
+            f"accuracy matrix must be a non-empty square T x T array ({MATRIX_MEANING}); "
+            f"got shape {matrix.shape}"
+        )
+    read = np.tri(matrix.shape[0], dtype=bool)
+    if upper_diagonal:
+        read |= np.eye(matrix.shape[0], k=1, dtype=bool)
+    for i, j in zip(*np.nonzero(read)):
+        value = matrix[i, j]
+        if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise ConfigError(
+                f"accuracy matrix entry R[{i}, {j}] = {value} is not a finite fraction in [0, 1]; "
+                "pass accuracies as fractions (not percentages) and evaluate every trained task"
+            )
+    return matrix
+
+
+def average_accuracy(R: np.ndarray) -> float:
+    """Final average accuracy ``A = (1/T) * sum_j R[T-1, j]``: mean of the last row.
+
+    :param R: T x T accuracy matrix.
+    :return: accuracy over all tasks after training on the whole stream.
+    """
+    return float(np.mean(check_accuracy_matrix(R)[-1]))
+
+
+def forgetting_per_task(R: np.ndarray) -> np.ndarray:
+    """Forgetting of each task but the last (Chaudhry et al. 2018, "Riemannian Walk", eq. 4).
+
+    ``f_j = max_{l in j..T-2} R[l, j] - R[T-1, j]`` for ``j = 0..T-2``: the drop from the best
+    accuracy the task ever had before the final step to its final accuracy. It is negative when
+    the final accuracy is above every earlier one. Exact: a task whose accuracy never changes
+    has ``f_j == 0.0`` exactly (float64 ``x - x``).
+
+    :param R: T x T accuracy matrix.
+    :return: array of length ``T - 1`` (empty for ``T = 1``).
+    """
+    matrix = check_accuracy_matrix(R)
+    last = matrix.shape[0] - 1
+    best_before_last = [matrix[j:last, j].max() for j in range(last)]
+    return np.asarray(best_before_last, dtype=np.float64) - matrix[last, :last]
+
+
+def forgetting(R: np.ndarray) -> float:
+    """Average forgetting ``F = (1/(T-1)) * sum_{j<T-1} f_j`` (Chaudhry et al. 2018).
+
+    See :func:`forgetting_per_task` for ``f_j``. A stream of one task forgets nothing: 0.0.
+
+    :param R: T x T accuracy matrix.
+    """
+    per_task = forgetting_per_task(R)
+    return float(per_task.mean()) if per_task.size else 0.0
+
+
+def backward_transfer(R: np.ndarray) -> float:
+    """Backward transfer ``BWT = (1/(T-1)) * sum_{j<T-1} (R[T-1, j] - R[j, j])``.
+
+    Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning", eq. 3: how
+    learning later tasks changed the accuracy of each task from when it was learned; negative
+    means forgetting. 0.0 for ``T = 1``.
+
+    :param R: T x T accuracy matrix.
+    """
+    matrix = check_accuracy_matrix(R)
+    last = matrix.shape[0] - 1
+    if last == 0:
+        return 0.0
+    return float(np.mean(matrix[last, :last] - np.diag(matrix)[:last]))
+
+
+def forward_transfer(R: np.ndarray, reference: np.ndarray) -> float:
+    """Forward transfer ``FWT = (1/(T-1)) * sum_{j>=1} (R[j-1, j] - reference[j])``.
+
+    Lopez-Paz & Ranzato 2017, eq. 4: accuracy on task ``j`` just *before* training on it, minus
+    the accuracy ``reference[j]`` of a reference model on task ``j`` (in the paper a model at
+    random initialisation, i.e. about chance). It reads the upper diagonal ``R[j-1, j]`` on
+    purpose, so those entries must be real evaluations. ``reference[0]`` is not used. 0.0 for
+    ``T = 1``.
+
+    :param R: T x T accuracy matrix.
+    :param reference: length-T accuracies of the reference model on each task.
+    """
+    matrix = check_accuracy_matrix(R, upper_diagonal=True)
+    count = matrix.shape[0]
+    baseline = np.asarray(reference, dtype=np.float64)
+    if baseline.shape != (count,):
+        raise ConfigError(f"forward-transfer reference must hold one accuracy per task, shape ({count},); "
+                          f"got shape {baseline.shape}")
+    if not np.all(np.isfinite(baseline[1:]) & (baseline[1:] >= 0.0) & (baseline[1:] <= 1.0)):
+        raise ConfigError(f"forward-transfer reference must be fractions in [0, 1]; got {baseline.tolist()}")
+    if count == 1:
+        return 0.0
+    before_training = np.diag(matrix, k=1)
+    return float(np.mean(before_training - baseline[1:]))
+
+
+def accuracy_curves(R: np.ndarray) -> list[np.ndarray]:
+    """Accuracy of each task over the stream, from the step it was learned on.
+
+    ``curves[j] = R[j:, j]``: ``curves[j][k]`` is the accuracy on task ``j`` after training step
+    ``j + k``. These are the per-task curves of the side-tuning paper's incremental-learning plots.
+
+    :param R: T x T accuracy matrix.
+    :return: list of T arrays, of lengths T, T-1, ..., 1.
+    """
+    matrix = check_accuracy_matrix(R)
+    return [matrix[j:, j].copy() for j in range(matrix.shape[0])]
+
+
+def average_accuracy_curve(R: np.ndarray) -> np.ndarray:
+    """Average accuracy over the tasks seen so far after each step: ``a_i = mean_{j<=i} R[i, j]``.
+
+    Its last value is :func:`average_accuracy`. Used to compare methods over a stream.
+
+    :param R: T x T accuracy matrix.
+    :return: array of length T.
+    """
+    matrix = check_accuracy_matrix(R)
+    return np.asarray([matrix[i, : i + 1].mean() for i in range(matrix.shape[0])])

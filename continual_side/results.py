@@ -1,0 +1,309 @@
+"""Run folders: one folder per (stream, method, seed) holding everything a run produced.
+
+Layout: ``out_root/<stream>/<method>/seed-<n>/`` with config.json, metrics.jsonl,
+acc_matrix.csv, summary.json, accuracy_over_stream.png and acc_matrix.png. Every file is written
+atomically (temp file in the same folder + ``os.replace``), so a reader never sees half a file.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from continual_side import __version__, metrics, plots
+from continual_side.errors import ConfigError, ContinualSideError
+
+CONFIG_FILE = "config.json"
+EVENTS_FILE = "metrics.jsonl"
+MATRIX_FILE = "acc_matrix.csv"
+SUMMARY_FILE = "summary.json"
+CURVES_PNG = "accuracy_over_stream.png"
+MATRIX_PNG = "acc_matrix.png"
+RUN_FILES = (CONFIG_FILE, EVENTS_FILE, MATRIX_FILE, SUMMARY_FILE, CURVES_PNG, MATRIX_PNG)
+MATRIX_CORNER = "after_training_on\\evaluated_on"
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+class RunFolderError(ContinualSideError):
+    """A run folder is missing a file, holds a malformed one, or would overwrite an earlier run."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    :param path: destination file; its folder must exist.
+    :param data: the whole new content.
+    """
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as temp_file:
+            temp_file.write(data)
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`.
+
+    :param path: destination file; its folder must exist.
+    :param text: the whole new content.
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(figure: Figure, path: str | Path, *, dpi: int = 120) -> None:
+    """Render ``figure`` to PNG in memory and write it atomically to ``path``.
+
+    :param figure: a figure from :mod:`continual_side.plots`.
+    :param path: destination ``.png`` file.
+    :param dpi: resolution.
+    """
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def jsonable(value: Any) -> Any:
+    """Convert ``value`` to plain JSON types.
+
+    Dataclasses and mappings become dicts, sequences lists, numpy/torch scalars and arrays
+    Python numbers and lists, non-finite floats ``None`` (keeps every line valid JSON), anything
+    else (paths, devices) its ``str``.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    return str(value)
+
+
+def _dump_json(value: Any) -> str:
+    return json.dumps(jsonable(value), indent=2, allow_nan=False) + "\n"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _path_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"{kind} name {name!r} cannot name a run folder: use letters, digits, '.', '_', '+', '-' "
+                          "and start with a letter or digit")
+    return name
+
+
+def run_folder(out_root: str | Path, stream: str, method: str, seed: int) -> Path:
+    """The folder of one run: ``out_root/<stream>/<method>/seed-<seed>``.
+
+    :param out_root: root of all results.
+    :param stream: stream name (e.g. ``split_cifar10``).
+    :param method: method name (e.g. ``side_tuning``).
+    :param seed: non-negative integer seed.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed {seed!r} must be a non-negative integer")
+    return Path(out_root) / _path_name("stream", stream) / _path_name("method", method) / f"seed-{int(seed)}"
+
+
+def _matrix_csv(R: np.ndarray, task_names: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([MATRIX_CORNER, *task_names])
+    for name, row in zip(task_names, R):
+        writer.writerow([name, *(repr(float(value)) for value in row)])
+    return buffer.getvalue()
+
+
+def read_acc_matrix(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read an ``acc_matrix.csv`` written by :meth:`RunWriter.write_acc_matrix` (exact round trip).
+
+    :param path: the csv file.
+    :return: task names and the T x T float64 matrix (upper triangle as written, possibly NaN).
+    """
+    rows = list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
+    header = rows[0] if rows else []
+    names = header[1:]
+    if (not names or header[0] != MATRIX_CORNER or len(rows) != len(names) + 1
+            or [row[0] for row in rows[1:]] != names or any(len(row) != len(header) for row in rows)):
+        raise RunFolderError(f"{path} is not an accuracy matrix written by continual-side "
+                             f"(header {MATRIX_CORNER!r}, one row and one column per task)")
+    try:
+        matrix = np.array([[float(value) for value in row[1:]] for row in rows[1:]], dtype=np.float64)
+    except ValueError as error:
+        raise RunFolderError(f"{path} holds a value that is not a number: {error}") from None
+    return names, matrix
+
+
+class RunWriter:
+    """Writes the files of one run into ``out_root/<stream>/<method>/seed-<n>/``.
+
+    :param out_root: root of all results.
+    :param stream: stream name.
+    :param method: method name.
+    :param seed: non-negative integer seed.
+    :param overwrite: replace the files of an earlier run in the same folder; without it such a
+        folder raises :class:`RunFolderError`, so results are never silently mixed.
+    """
+
+    def __init__(self, out_root: str | Path, stream: str, method: str, seed: int, *, overwrite: bool = False):
+        self.path = run_folder(out_root, stream, method, seed)
+        self.stream, self.method, self.seed = stream, method, int(seed)
+        earlier = [name for name in RUN_FILES if (self.path / name).exists()]
+        if earlier and not overwrite:
+            raise RunFolderError(f"{self.path} already holds a run ({', '.join(earlier)}): choose another output "
+                                 "folder or pass overwrite=True (CLI: --overwrite)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in earlier:
+            (self.path / name).unlink()
+        self._event_lines: list[str] = []
+        self._task_names: list[str] | None = None
+
+    def write_config(self, config: Any) -> Path:
+        """Write config.json: the run's configuration, package version and time.
+
+        :param config: a dataclass instance or a mapping.
+        """
+        if not (isinstance(config, Mapping) or (dataclasses.is_dataclass(config) and not isinstance(config, type))):
+            raise TypeError(f"config must be a dataclass instance or a mapping, got {type(config).__name__}")
+        document = {"continual_side_version": __version__, "written_at": _now(), "stream": self.stream,
+                    "method": self.method, "seed": self.seed, "config": config}
+        atomic_write_text(self.path / CONFIG_FILE, _dump_json(document))
+        return self.path / CONFIG_FILE
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Add one JSON object ``{"event", "time", **fields}`` as a line of metrics.jsonl.
+
+        Events used by the runner: ``train_epoch`` {experience, epoch, loss, accuracy} and
+        ``eval`` {after_experience, task, accuracy}. The whole file is rewritten atomically.
+
+        :param event: event name.
+        :param fields: JSON-convertible values (see :func:`jsonable`); ``time`` is reserved.
+        """
+        if "time" in fields:
+            raise ValueError("'time' is set by RunWriter.log; rename that field")
+        record = jsonable({"event": event, "time": _now(), **fields})
+        self._event_lines.append(json.dumps(record, allow_nan=False))
+        atomic_write_text(self.path / EVENTS_FILE, "\n".join(self._event_lines) + "\n")
+
+    def write_acc_matrix(self, R: np.ndarray, task_names: Sequence[str]) -> Path:
+        """Write acc_matrix.csv: header row and column of task names, all T x T entries.
+
+        Upper-triangle entries (tasks not trained yet) are written as given (NaN allowed) but no
+        summary metric reads them.
+
+        :param R: T x T accuracy matrix, ``R[i, j]`` = accuracy on task j after training on task i.
+        :param task_names: one name per task.
+        """
+        matrix = metrics.check_accuracy_matrix(R)
+        names = [str(name) for name in task_names]
+        if len(names) != matrix.shape[0]:
+            raise ConfigError(f"need one task name per task ({matrix.shape[0]}); got {len(names)}: {names}")
+        atomic_write_text(self.path / MATRIX_FILE, _matrix_csv(matrix, names))
+        self._task_names = names
+        return self.path / MATRIX_FILE
+
+    def write_summary(self, R: np.ndarray, *, wall_time_s: float, trainable_parameters: int,
+                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write summary.json and the two PNGs (accuracy_over_stream.png, acc_matrix.png).
+
+        Task names are those given to :meth:`write_acc_matrix`, else ``task 0``, ``task 1``, ...
+
+        :param R: T x T accuracy matrix.
+        :param wall_time_s: wall-clock seconds of the run.
+        :param trainable_parameters: number of parameters the method trained.
+        :param extra: more JSON-convertible values, stored under ``"extra"``.
+        :return: the summary as written.
+        """
+        matrix = metrics.check_accuracy_matrix(R)
+        count = matrix.shape[0]
+        names = self._task_names or [f"task {j}" for j in range(count)]
+        if len(names) != count:
+            raise ConfigError(f"acc_matrix.csv was written for {len(names)} tasks but the summary's matrix has {count}")
+        if not (math.isfinite(wall_time_s) and wall_time_s >= 0):
+            raise ConfigError(f"wall_time_s {wall_time_s!r} must be a finite number of seconds >= 0")
+        if isinstance(trainable_parameters, bool) or not isinstance(trainable_parameters, (int, np.integer)) \
+                or trainable_parameters < 0:
+            raise ConfigError(f"trainable_parameters {trainable_parameters!r} must be a non-negative integer")
+        summary = jsonable({
+            "stream": self.stream, "method": self.method, "seed": self.seed,
+            "num_tasks": count, "task_names": names,
+            "average_accuracy": metrics.average_accuracy(matrix),
+            "forgetting": metrics.forgetting(matrix),
+            "backward_transfer": metrics.backward_transfer(matrix),
+            "forgetting_per_task": metrics.forgetting_per_task(matrix),
+            "final_accuracy_per_task": matrix[-1],
+            "wall_time_s": float(wall_time_s), "trainable_parameters": int(trainable_parameters),
+            "continual_side_version": __version__, "written_at": _now(), "extra": dict(extra or {}),
+        })
+        title = f"{self.stream} / {self.method} / seed {self.seed}"
+        save_figure(plots.accuracy_over_stream(matrix, names, title=f"Accuracy over the stream: {title}"),
+                    self.path / CURVES_PNG)
+        save_figure(plots.accuracy_matrix_heatmap(matrix, names, title=f"Accuracy matrix: {title}"),
+                    self.path / MATRIX_PNG)
+        atomic_write_text(self.path / SUMMARY_FILE, _dump_json(summary))
+        return summary
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Everything :func:`load_run` reads back from a run folder."""
+
+    path: Path
+    config: dict[str, Any]
+    task_names: list[str]
+    R: np.ndarray
+    summary: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error}); the run folder is damaged") from None
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Read a finished run folder written by :class:`RunWriter`.
+
+    :param path: the ``seed-<n>`` folder.
+    :return: its config (the ``config`` part of config.json), task names, accuracy matrix,
+        summary and events.
+    """
+    folder = Path(path)
+    missing = [name for name in (CONFIG_FILE, EVENTS_FILE, MATRIX_FILE, SUMMARY_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise RunFolderError(f"{folder} lacks {', '.join(missing)}: not a finished run folder "
+                             "(the run may have stopped early); rerun it or point at a seed-<n> folder")
+    events = []
+    for number, line in enumerate((folder / EVENTS_FILE).read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise RunFolderError(f"{folder / EVENTS_FILE} line {number} is not valid JSON ({error})") from None
+    task_names, matrix = read_acc_matrix(folder / MATRIX_FILE)
+    return RunResult(path=folder, config=_read_json(folder / CONFIG_FILE)["config"], task_names=task_names,
+                     R=matrix, summary=_read_json(folder / SUMMARY_FILE), events=events)
