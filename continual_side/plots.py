@@ -112,15 +112,15 @@ def bar_with_error(values_by_method: Mapping[str, Sequence[float]], *,
     stats = [_mean_and_std(np.asarray(values_by_method[m], dtype=np.float64)) for m in methods]
     figure = _new_figure(2.0 + 1.0 * len(methods), 4.5)
     axes = figure.add_subplot()
-    axes.bar(methods, [mean for mean, _ in stats], yerr=[std for _, std in stats], capsize=4,
+    labels = [f"{method}\n(n={len(values_by_method[method])})" for method in methods]
+    axes.bar(labels, [mean for mean, _ in stats], yerr=[std for _, std in stats], capsize=4,
              color=[colormaps["tab10"](k % 10) for k in range(len(methods))],
              label="mean ± std over seeds")
     axes.set_ylim(0.0, 1.02)
     axes.set_xlabel("method")
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    axes.tick_params(axis="x", labelrotation=30)
-    axes.legend(loc="lower right", fontsize="small")
+    figure.legend(loc="outside lower center", fontsize="small")
     return figure
 
 
@@ -153,5 +153,5 @@ def method_curves(matrices_by_method: Mapping[str, Sequence[np.ndarray]], *,
     _steps_axis(axes, count)
     axes.set_ylabel("average accuracy on tasks seen so far")
     axes.set_title(title)
-    axes.legend(loc="lower left", fontsize="small")
+    axes.legend(loc="best", fontsize="small")
     return figure
