@@ -1,0 +1,65 @@
+"""Turn per-task decoded images into a task-incremental Avalanche benchmark.
+
+Task label = task index; targets are 0..C-1 inside each task (one head per task, as in the paper).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
+from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+from torch.utils.data import Dataset
+
+from continual_side.streams.imagefolder import ImageTensors
+from continual_side.streams.transforms import normalise
+
+
+class ImageTensorDataset(Dataset):
+    """(normalised float image, target) pairs; normalises per item so memory stays at uint8 size.
+
+    :param data: the decoded images; `data` stays reachable for caches that want raw pixels.
+    """
+
+    def __init__(self, data: ImageTensors):
+        self.data = data
+        self.targets = data.targets.tolist()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return normalise(self.data.images[index]), self.targets[index]
+
+
+def task_benchmark(stream_name: str, tasks: Sequence[tuple[ImageTensors, ImageTensors]]) -> CLScenario:
+    """Avalanche benchmark with one experience per (train, test) pair; experience i has task label i.
+
+    Each pair's targets must already be 0..C-1 (see `ImageTensors.select_classes`). The result also
+    carries `stream_name` and `classes_per_task` (class names of each task), and each experience's
+    `classes_in_this_experience` is a sorted list (a set breaks MultiHeadClassifier masking).
+
+    :param stream_name: name recorded on the benchmark.
+    :param tasks: (train, test) decoded images of each task, with the same class names.
+    """
+    for index, (train, test) in enumerate(tasks):
+        if train.class_names != test.class_names:
+            raise ValueError(f"task {index}: train classes {train.class_names} != test {test.class_names}")
+    streams = {
+        split: [
+            _make_taskaware_classification_dataset(ImageTensorDataset(pair[position]), task_labels=index)
+            for index, pair in enumerate(tasks)
+        ]
+        for position, split in enumerate(("train", "test"))
+    }
+    bench = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))
+    for stream in (bench.train_stream, bench.test_stream):
+        for experience in stream:
+            experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
+    bench.stream_name = stream_name
+    bench.classes_per_task = [list(train.class_names) for train, _ in tasks]
+    return bench

@@ -1,0 +1,52 @@
+"""Split CIFAR-10 (or any image-folder tree with train/ and test/) into equal class-disjoint tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
+
+from continual_side.errors import ConfigError
+from continual_side.streams.benchmark import task_benchmark
+from continual_side.streams.imagefolder import load_image_folder
+
+
+def split_cifar10(
+    root: str | Path,
+    *,
+    n_tasks: int = 5,
+    class_order_seed: int | None = None,
+    images_per_class: int | None = None,
+    test_images_per_class: int | None = None,
+    progress: bool = False,
+    stream_name: str = "split_cifar10",
+) -> CLScenario:
+    """Task-incremental stream over `root/{train,test}/<class>/*.jpg|png`.
+
+    :param root: image-folder tree such as the CIFAR-10 JPEGs.
+    :param n_tasks: number of tasks; must divide the number of classes.
+    :param class_order_seed: None keeps classes sorted by name; an int shuffles them with
+        `numpy.random.default_rng(seed).permutation` before cutting them into tasks.
+    :param images_per_class: train images per class (first k by file name); None keeps all.
+    :param test_images_per_class: test images per class; None keeps all.
+    :param progress: show decoding progress bars.
+    :param stream_name: recorded as the benchmark's `stream_name`.
+    """
+    root = Path(root)
+    train = load_image_folder(root / "train", images_per_class=images_per_class, progress=progress)
+    test = load_image_folder(
+        root / "test", classes=train.class_names, images_per_class=test_images_per_class, progress=progress
+    )
+    names = train.class_names
+    if n_tasks < 1 or len(names) % n_tasks:
+        raise ConfigError(
+            f"n_tasks={n_tasks} does not divide the {len(names)} classes of {root}; "
+            f"choose a divisor of {len(names)}"
+        )
+    if class_order_seed is not None:
+        names = [names[i] for i in np.random.default_rng(class_order_seed).permutation(len(names))]
+    size = len(names) // n_tasks
+    task_classes = [names[k * size : (k + 1) * size] for k in range(n_tasks)]
+    tasks = [(train.select_classes(c), test.select_classes(c)) for c in task_classes]
+    return task_benchmark(stream_name, tasks)
