@@ -1,0 +1,363 @@
+"""Navigable space of a scene and geodesic (shortest navigable path) distances.
+
+Distances come from an any-angle Dijkstra over the grid (Theta*, run to exhaustion from the goal):
+each cell keeps a parent it can see in a straight navigable line, so distances are Euclidean in
+open space instead of the 8-connected overestimate, and the parent chain is an already
+string-pulled path. Fields are cached per goal cell because habitat's DistanceToGoal measure asks
+for the geodesic distance on every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+from numba import njit
+
+from envs.scene import FREE, Scene
+
+FIELD_CACHE_SIZE = 32
+_SQRT2 = math.sqrt(2.0)
+
+
+@njit(cache=True)
+def _navigable_mask(occupancy, radius_cells):
+    """Free cells whose centre is farther than radius_cells (in cells) from every obstacle square.
+
+    Cells outside the grid count as obstacles.
+    """
+    rows, cols = occupancy.shape
+    reach = int(math.ceil(radius_cells + 0.5))
+    nav = np.zeros((rows, cols), dtype=np.bool_)
+    for r in range(rows):
+        for c in range(cols):
+            if occupancy[r, c] != 0:
+                continue
+            ok = True
+            for dr in range(-reach, reach + 1):
+                gap_r = max(abs(dr) - 0.5, 0.0)
+                for dc in range(-reach, reach + 1):
+                    gap_c = max(abs(dc) - 0.5, 0.0)
+                    if gap_r * gap_r + gap_c * gap_c > radius_cells * radius_cells:
+                        continue
+                    rr, cc = r + dr, c + dc
+                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols or occupancy[rr, cc] != 0:
+                        ok = False
+                        break
+                if not ok:
+                    break
+            nav[r, c] = ok
+    return nav
+
+
+@njit(cache=True)
+def _components(nav):
+    """Label 4-connected components of navigable cells (0 = not navigable); returns labels, sizes."""
+    rows, cols = nav.shape
+    labels = np.zeros((rows, cols), dtype=np.int32)
+    stack = np.empty(rows * cols, dtype=np.int64)
+    sizes = [0]
+    label = 0
+    for start in range(rows * cols):
+        r0, c0 = start // cols, start % cols
+        if not nav[r0, c0] or labels[r0, c0] != 0:
+            continue
+        label += 1
+        labels[r0, c0] = label
+        top = 0
+        stack[0] = start
+        size = 0
+        while top >= 0:
+            cell = stack[top]
+            top -= 1
+            size += 1
+            r, c = cell // cols, cell % cols
+            for k in range(4):
+                rr = r + (1 if k == 0 else -1 if k == 1 else 0)
+                cc = c + (1 if k == 2 else -1 if k == 3 else 0)
+                if 0 <= rr < rows and 0 <= cc < cols and nav[rr, cc] and labels[rr, cc] == 0:
+                    labels[rr, cc] = label
+                    top += 1
+                    stack[top] = rr * cols + cc
+        sizes.append(size)
+    return labels, np.array(sizes, dtype=np.int64)
+
+
+@njit(cache=True)
+def segment_clear(nav, r0, c0, r1, c1):
+    """Whether the segment between grid points (r0, c0) and (r1, c1) (units: cells, cell (i, j) spans
+    [i, i+1) x [j, j+1)) crosses only navigable cells; a segment through a cell corner needs both
+    side cells navigable."""
+    rows, cols = nav.shape
+    r, c = int(math.floor(r0)), int(math.floor(c0))
+    r_end, c_end = int(math.floor(r1)), int(math.floor(c1))
+    if r < 0 or r >= rows or c < 0 or c >= cols or not nav[r, c]:
+        return False
+    dr, dc = r1 - r0, c1 - c0
+    step_r = 1 if dr > 0 else -1
+    step_c = 1 if dc > 0 else -1
+    inf = 1e30
+    t_dr = abs(1.0 / dr) if dr != 0 else inf
+    t_dc = abs(1.0 / dc) if dc != 0 else inf
+    t_r = ((r + 1 - r0) if dr > 0 else (r0 - r)) * t_dr if dr != 0 else inf
+    t_c = ((c + 1 - c0) if dc > 0 else (c0 - c)) * t_dc if dc != 0 else inf
+    n = abs(r_end - r) + abs(c_end - c)
+    while n > 0:
+        if abs(t_r - t_c) < 1e-9:
+            if not (0 <= r + step_r < rows and nav[r + step_r, c]):
+                return False
+            if not (0 <= c + step_c < cols and nav[r, c + step_c]):
+                return False
+            r += step_r
+            c += step_c
+            t_r += t_dr
+            t_c += t_dc
+            n -= 2
+        elif t_r < t_c:
+            r += step_r
+            t_r += t_dr
+            n -= 1
+        else:
+            c += step_c
+            t_c += t_dc
+            n -= 1
+        if r < 0 or r >= rows or c < 0 or c >= cols or not nav[r, c]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _heap_push(keys, vals, size, key, val):
+    i = size
+    keys[i] = key
+    vals[i] = val
+    while i > 0:
+        parent = (i - 1) >> 1
+        if keys[parent] <= keys[i]:
+            break
+        keys[parent], keys[i] = keys[i], keys[parent]
+        vals[parent], vals[i] = vals[i], vals[parent]
+        i = parent
+    return size + 1
+
+
+@njit(cache=True)
+def _heap_pop(keys, vals, size):
+    key, val = keys[0], vals[0]
+    size -= 1
+    keys[0], vals[0] = keys[size], vals[size]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and keys[left + 1] < keys[left]:
+            child = left + 1
+        if keys[i] <= keys[child]:
+            break
+        keys[child], keys[i] = keys[i], keys[child]
+        vals[child], vals[i] = vals[i], vals[child]
+        i = child
+    return key, val, size
+
+
+@njit(cache=True)
+def _theta_star_field(nav, goal_r, goal_c):
+    """Any-angle Dijkstra from the goal cell: distance (in cells) from every cell centre to the goal
+    cell centre and the parent cell (flat index, -1 unreachable) that each cell sees directly."""
+    rows, cols = nav.shape
+    n = rows * cols
+    dist = np.full(n, np.inf, dtype=np.float64)
+    parent = np.full(n, -1, dtype=np.int64)
+    closed = np.zeros(n, dtype=np.bool_)
+    keys = np.empty(8 * n + 1, dtype=np.float64)
+    vals = np.empty(8 * n + 1, dtype=np.int64)
+    goal = goal_r * cols + goal_c
+    dist[goal] = 0.0
+    parent[goal] = goal
+    size = _heap_push(keys, vals, 0, 0.0, goal)
+    while size > 0:
+        key, cell, size = _heap_pop(keys, vals, size)
+        if closed[cell] or key > dist[cell]:
+            continue
+        closed[cell] = True
+        r, c = cell // cols, cell % cols
+        p = parent[cell]
+        pr, pc = p // cols, p % cols
+        for dr in range(-1, 2):
+            for dc in range(-1, 2):
+                if dr == 0 and dc == 0:
+                    continue
+                rr, cc = r + dr, c + dc
+                if rr < 0 or rr >= rows or cc < 0 or cc >= cols or not nav[rr, cc]:
+                    continue
+                if dr != 0 and dc != 0 and not (nav[r, cc] and nav[rr, c]):
+                    continue  # no corner cutting
+                nb = rr * cols + cc
+                if closed[nb]:
+                    continue
+                if segment_clear(nav, pr + 0.5, pc + 0.5, rr + 0.5, cc + 0.5):
+                    cand = dist[p] + math.sqrt((rr - pr) ** 2 + (cc - pc) ** 2)
+                    via = p
+                else:
+                    cand = dist[cell] + (_SQRT2 if dr != 0 and dc != 0 else 1.0)
+                    via = cell
+                if cand < dist[nb]:
+                    dist[nb] = cand
+                    parent[nb] = via
+                    size = _heap_push(keys, vals, size, cand, nb)
+    return dist, parent
+
+
+class NavGrid:
+    """Navigable cells of a scene for an agent of a given radius, with geodesic distances.
+
+    :param scene: the scene.
+    :param agent_radius: metres; a free cell is navigable when its centre is farther than this
+        from every wall or furniture cell.
+    """
+
+    def __init__(self, scene: Scene, agent_radius: float = 0.1):
+        self.scene = scene
+        self.agent_radius = float(agent_radius)
+        self.cell_size = float(scene.cell_size)
+        self.origin = (float(scene.origin[0]), float(scene.origin[1]))
+        self.navigable = _navigable_mask(np.ascontiguousarray(scene.occupancy), self.agent_radius / self.cell_size)
+        self.labels, sizes = _components(self.navigable)
+        if len(sizes) < 2:
+            raise ValueError(f"scene {scene.name!r} has no navigable cell for agent radius {agent_radius}")
+        self.largest_label = int(np.argmax(sizes[1:]) + 1)
+        self._largest_cells = np.flatnonzero(self.labels.ravel() == self.largest_label)
+        self._fields: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    # --- coordinates -------------------------------------------------------------------------
+    def _grid_coords(self, point) -> tuple[float, float]:
+        """Continuous (row, col) grid coordinates of world point [x, y, z]."""
+        return (
+            (float(point[2]) - self.origin[1]) / self.cell_size,
+            (float(point[0]) - self.origin[0]) / self.cell_size,
+        )
+
+    def _cell(self, point) -> tuple[int, int]:
+        r, c = self._grid_coords(point)
+        return int(math.floor(r)), int(math.floor(c))
+
+    def _cell_nav(self, r: int, c: int) -> bool:
+        rows, cols = self.navigable.shape
+        return 0 <= r < rows and 0 <= c < cols and bool(self.navigable[r, c])
+
+    def _centre(self, flat: int, y: float) -> np.ndarray:
+        r, c = divmod(int(flat), self.navigable.shape[1])
+        x, z = self.scene.cell_to_world(r, c)
+        return np.array([x, y, z], dtype=np.float32)
+
+    def is_navigable(self, point) -> bool:
+        """Whether world point [x, y, z] lies in a navigable cell."""
+        return self._cell_nav(*self._cell(point))
+
+    def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random point [x, 0, z] (float32) on the largest connected navigable region."""
+        flat = int(self._largest_cells[rng.integers(len(self._largest_cells))])
+        r, c = divmod(flat, self.navigable.shape[1])
+        jitter = rng.random(2)
+        x = self.origin[0] + (c + jitter[0]) * self.cell_size
+        z = self.origin[1] + (r + jitter[1]) * self.cell_size
+        return np.array([x, 0.0, z], dtype=np.float32)
+
+    def _snap(self, point) -> tuple[int, int] | None:
+        """Cell of point, or the nearest navigable cell within 2 agent radii + 1 cell; None if none."""
+        r, c = self._cell(point)
+        if self._cell_nav(r, c):
+            return r, c
+        reach = int(math.ceil(2 * self.agent_radius / self.cell_size)) + 1
+        best, best_d = None, math.inf
+        for rr in range(r - reach, r + reach + 1):
+            for cc in range(c - reach, c + reach + 1):
+                d = (rr - r) ** 2 + (cc - c) ** 2
+                if d < best_d and self._cell_nav(rr, cc):
+                    best, best_d = (rr, cc), d
+        return best
+
+    # --- geodesics -----------------------------------------------------------------------------
+    def _field(self, goal_cell: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(distance in metres, parent) arrays for a goal cell, least-recently-used cached."""
+        key = goal_cell[0] * self.navigable.shape[1] + goal_cell[1]
+        if key in self._fields:
+            self._fields.move_to_end(key)
+            return self._fields[key]
+        dist, parent = _theta_star_field(self.navigable, goal_cell[0], goal_cell[1])
+        field = ((dist * self.cell_size).astype(np.float32).reshape(self.navigable.shape), parent)
+        self._fields[key] = field
+        if len(self._fields) > FIELD_CACHE_SIZE:
+            self._fields.popitem(last=False)
+        return field
+
+    def distance_field(self, goal) -> np.ndarray:
+        """(rows, cols) float32 geodesic metres from every cell centre to the goal's cell centre
+        (inf where unreachable or not navigable). Cached per goal cell.
+
+        :param goal: world point [x, y, z]; snapped to a navigable cell nearby if needed.
+        """
+        cell = self._snap(goal)
+        if cell is None:
+            return np.full(self.navigable.shape, np.inf, dtype=np.float32)
+        return self._field(cell)[0]
+
+    def _waypoints(self, a, b) -> list[np.ndarray] | None:
+        """String-pulled world points from a to b following the cached parent chain, or None."""
+        start, goal = self._snap(a), self._snap(b)
+        if start is None or goal is None:
+            return None
+        _, parent = self._field(goal)
+        cols = self.navigable.shape[1]
+        flat, goal_flat = start[0] * cols + start[1], goal[0] * cols + goal[1]
+        if parent[flat] < 0:
+            return None
+        y = float(a[1])
+        a_pt = np.array([a[0], y, a[2]], dtype=np.float32)
+        b_pt = np.array([b[0], y, b[2]], dtype=np.float32)
+        points = [a_pt]
+        # chain of cell centres from a's cell to the goal cell; a sees its cell's parent directly
+        # unless a sits at the edge of its cell, then it goes through its own cell centre first
+        chain = []
+        if flat != goal_flat and not self._clear(a_pt, self._centre(parent[flat], y)):
+            chain.append(flat)
+        while flat != goal_flat:
+            flat = int(parent[flat])
+            chain.append(flat)
+        if chain and chain[-1] == goal_flat:
+            chain.pop()  # replaced by b itself, unless b does not see the last centre directly
+            if chain and not self._clear(self._centre(chain[-1], y), b_pt):
+                chain.append(goal_flat)
+            elif not chain and not self._clear(a_pt, b_pt):
+                chain.append(goal_flat)
+        points.extend(self._centre(f, y) for f in chain)
+        points.append(b_pt)
+        return points
+
+    def _clear(self, p, q) -> bool:
+        pr, pc = self._grid_coords(p)
+        qr, qc = self._grid_coords(q)
+        return segment_clear(self.navigable, pr, pc, qr, qc)
+
+    def geodesic_distance(self, a, b) -> float:
+        """Metres along the shortest navigable (any-angle) path from a to b; math.inf if unreachable.
+
+        :param a: world point [x, y, z].
+        :param b: world point [x, y, z].
+        """
+        points = self._waypoints(a, b)
+        if points is None:
+            return math.inf
+        return float(sum(math.hypot(q[0] - p[0], q[2] - p[2]) for p, q in zip(points, points[1:])))
+
+    def shortest_path(self, a, b) -> list[np.ndarray]:
+        """World points [x, y, z] from a to b; consecutive points are joined by straight navigable
+        segments. Empty list if b is unreachable from a.
+
+        :param a: start point.
+        :param b: goal point.
+        """
+        return self._waypoints(a, b) or []

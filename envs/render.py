@@ -1,0 +1,318 @@
+"""RGB-D rendering of grid scenes: a numba 2.5D ray caster and a top-down map.
+
+One ray per image column walks the occupancy grid (DDA). Walls are full height and stop the ray;
+furniture cells are lower boxes whose front faces and tops are drawn, and the ray goes on behind
+them. Everything is drawn front to back into rows not yet covered; the rows left over see the
+floor or the ceiling, whose depth depends on the row only. Depth is along the camera axis
+(habitat's convention), in metres, clipped to max_depth.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from numba import njit
+
+from envs.scene import FURNITURE, N_TEXTURES, WALL, Scene
+
+TEXELS = 64  # texels per texture tile side (power of two)
+TILE_M = 1.0  # metres per texture tile
+FURNITURE_HEIGHT_M = 0.8
+SIDE_SHADE = 0.75  # faces crossed along z and furniture fronts are drawn darker than the rest
+CEILING_RGB = (225, 222, 215)
+
+
+def texture_atlas() -> np.ndarray:
+    """(2, N_TEXTURES, TEXELS, TEXELS, 3) uint8: a bright and a shaded copy of every texture.
+
+    Floors (ids 0-3), walls (4-7) and furniture (8-11) each get a distinct colour and pattern
+    (checker, stripes, bricks, noise), fixed by a constant seed so renders are reproducible.
+    """
+    rng = np.random.default_rng(20261)
+    v, u = np.mgrid[0:TEXELS, 0:TEXELS] / TEXELS
+    noise = rng.random((TEXELS, TEXELS))
+    patterns = [
+        ((u * 4).astype(int) + (v * 4).astype(int)) % 2,  # checker
+        (v * 8).astype(int) % 2 * 0.6 + noise * 0.4,  # planks
+        noise,  # speckle
+        ((u * 8).astype(int) + (v * 8).astype(int)) % 2,  # small checker
+        0.7 + 0.3 * noise,  # plain plaster
+        (u * 6).astype(int) % 2,  # vertical stripes
+        (v * 5).astype(int) % 2,  # horizontal stripes
+        _bricks(u, v),  # bricks
+        ((u * 3).astype(int) + (v * 3).astype(int)) % 2,  # coarse checker
+        noise > 0.5,  # coarse noise
+        ((u + v) * 6).astype(int) % 2,  # diagonal stripes
+        np.maximum(np.abs(u - 0.5), np.abs(v - 0.5)) > 0.42,  # panel with border
+    ]
+    base = np.array(
+        [
+            (170, 120, 70), (150, 100, 60), (120, 120, 130), (200, 190, 160),  # floors
+            (210, 200, 180), (90, 140, 190), (180, 90, 80), (160, 60, 50),  # walls
+            (60, 150, 80), (200, 170, 40), (110, 70, 150), (40, 40, 40),  # furniture
+        ],
+        dtype=np.float64,
+    )
+    assert len(patterns) == len(base) == N_TEXTURES
+    bright = np.stack([base[i] * (0.55 + 0.45 * np.asarray(p, dtype=np.float64))[..., None] for i, p in enumerate(patterns)])
+    atlas = np.stack([bright, bright * SIDE_SHADE])
+    return np.clip(atlas, 0, 255).astype(np.uint8)
+
+
+def _bricks(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    row = (v * 8).astype(int)
+    offset = (row % 2) * 0.125
+    mortar = ((v * 8) % 1 < 0.12) | (((u + offset) * 4) % 1 < 0.06)
+    return np.where(mortar, 0.2, 1.0)
+
+
+@njit(cache=True, fastmath=True)
+def _row_span(v_lo, v_hi, inv_tanv, half_h, height):
+    """Image rows [first, last] whose pixel centres have v (up = positive) within [v_lo, v_hi]."""
+    first = int(math.ceil((1.0 - v_hi * inv_tanv) * half_h - 0.5))
+    last = int(math.floor((1.0 - v_lo * inv_tanv) * half_h - 0.5))
+    return max(first, 0), min(last, height - 1)
+
+
+@njit(cache=True, fastmath=True)
+def _render_kernel(
+    occupancy, texture, origin_x, origin_z, cell, atlas, pos_x, pos_z, heading,
+    col_u, row_v, inv_tanv, row_plane_depth, cam_h, wall_h, furn_h, max_depth, rgb, depth, filled,
+):
+    """Ray-cast one RGB-D frame into rgb (H, W, 3) and depth (H, W, 1); filled is (H,) scratch."""
+    height, width = rgb.shape[0], rgb.shape[1]
+    rows, cols = occupancy.shape
+    tex_mask = atlas.shape[2] - 1
+    tex_scale = atlas.shape[2] / TILE_M
+    half_h = 0.5 * height
+    inv_cell = 1.0 / cell
+    fwd_x, fwd_z = -math.sin(heading), -math.cos(heading)
+    right_x, right_z = math.cos(heading), -math.sin(heading)
+    gx, gz = (pos_x - origin_x) * inv_cell, (pos_z - origin_z) * inv_cell
+    for i in range(width):
+        dir_x = fwd_x + col_u[i] * right_x
+        dir_z = fwd_z + col_u[i] * right_z
+        for j in range(height):
+            filled[j] = False
+        c, r = int(math.floor(gx)), int(math.floor(gz))
+        step_c = 1 if dir_x > 0 else -1
+        step_r = 1 if dir_z > 0 else -1
+        dt_c = abs(cell / dir_x) if dir_x != 0 else 1e30
+        dt_r = abs(cell / dir_z) if dir_z != 0 else 1e30
+        t_c = ((c + 1 - gx) if dir_x > 0 else (gx - c)) * dt_c
+        t_r = ((r + 1 - gz) if dir_z > 0 else (gz - r)) * dt_r
+        while True:
+            if t_c < t_r:
+                t = t_c
+                c += step_c
+                t_c += dt_c
+                crossed_z = False
+            else:
+                t = t_r
+                r += step_r
+                t_r += dt_r
+                crossed_z = True
+            if t > max_depth:
+                break
+            if r < 0 or r >= rows or c < 0 or c >= cols:
+                kind, tid = WALL, 4
+            else:
+                kind, tid = occupancy[r, c], texture[r, c]
+            if kind == 0:
+                continue
+            hit_x, hit_z = pos_x + t * dir_x, pos_z + t * dir_z
+            along = hit_x if crossed_z else hit_z
+            tu = int(math.floor(along * tex_scale)) & tex_mask
+            shade = 1 if crossed_z else 0
+            top = wall_h if kind == WALL else furn_h
+            first, last = _row_span(-cam_h / t, (top - cam_h) / t, inv_tanv, half_h, height)
+            for j in range(first, last + 1):
+                if filled[j]:
+                    continue
+                filled[j] = True
+                y = cam_h + row_v[j] * t
+                tv = int(math.floor((top - y) * tex_scale)) & tex_mask
+                for k in range(3):
+                    rgb[j, i, k] = atlas[shade, tid, tv, tu, k]
+                depth[j, i, 0] = t
+            if kind == WALL:
+                break
+            # furniture top, seen from above between this cell's entry and exit
+            t_exit = min(t_c, t_r)
+            first, last = _row_span((furn_h - cam_h) / t, (furn_h - cam_h) / t_exit, inv_tanv, half_h, height)
+            for j in range(first, last + 1):
+                if filled[j] or row_v[j] >= 0.0:
+                    continue
+                filled[j] = True
+                tp = (furn_h - cam_h) / row_v[j]
+                tx = int(math.floor((pos_x + tp * dir_x) * tex_scale)) & tex_mask
+                tz = int(math.floor((pos_z + tp * dir_z) * tex_scale)) & tex_mask
+                for k in range(3):
+                    rgb[j, i, k] = atlas[0, tid, tz, tx, k]
+                depth[j, i, 0] = min(tp, max_depth)
+        # floor and ceiling in the rows nothing covered
+        for j in range(height):
+            if filled[j]:
+                continue
+            t = row_plane_depth[j]
+            depth[j, i, 0] = min(t, max_depth)
+            if row_v[j] >= 0.0:
+                for k in range(3):
+                    rgb[j, i, k] = CEILING_RGB[k]
+                continue
+            wx, wz = pos_x + t * dir_x, pos_z + t * dir_z
+            rr = int(math.floor((wz - origin_z) * inv_cell))
+            cc = int(math.floor((wx - origin_x) * inv_cell))
+            tid = texture[min(max(rr, 0), rows - 1), min(max(cc, 0), cols - 1)]
+            tx = int(math.floor(wx * tex_scale)) & tex_mask
+            tz = int(math.floor(wz * tex_scale)) & tex_mask
+            for k in range(3):
+                rgb[j, i, k] = atlas[0, tid, tz, tx, k]
+
+
+class RGBDRenderer:
+    """Pinhole RGB-D camera at the agent's position, looking along its heading.
+
+    :param scene: scene to render.
+    :param width: image width in pixels.
+    :param height: image height in pixels.
+    :param hfov_deg: horizontal field of view; the vertical one follows from the aspect ratio.
+    :param camera_height: metres above the floor.
+    :param max_depth: depth is clipped to this many metres.
+    :param wall_height: metres; also the ceiling height.
+    """
+
+    def __init__(
+        self,
+        scene: Scene,
+        *,
+        width: int = 128,
+        height: int = 128,
+        hfov_deg: float = 90.0,
+        camera_height: float = 1.25,
+        max_depth: float = 10.0,
+        wall_height: float = 2.5,
+    ):
+        if not (0 < camera_height < wall_height):
+            raise ValueError(f"camera_height {camera_height} must lie between 0 and wall_height {wall_height}")
+        self.scene = scene
+        self.width, self.height = int(width), int(height)
+        self.camera_height, self.max_depth, self.wall_height = float(camera_height), float(max_depth), float(wall_height)
+        self._occupancy = np.ascontiguousarray(scene.occupancy)
+        self._texture = np.ascontiguousarray(scene.texture % N_TEXTURES).astype(np.uint8)
+        self._atlas = texture_atlas()
+        tanh = math.tan(math.radians(hfov_deg) / 2.0)
+        tanv = tanh * self.height / self.width
+        self._col_u = ((2.0 * (np.arange(self.width) + 0.5) / self.width - 1.0) * tanh).astype(np.float64)
+        self._row_v = ((1.0 - 2.0 * (np.arange(self.height) + 0.5) / self.height) * tanv).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            plane_depth = np.where(
+                self._row_v < 0, -self.camera_height / self._row_v, (self.wall_height - self.camera_height) / self._row_v
+            )
+        self._row_plane_depth = np.where(np.isfinite(plane_depth), plane_depth, self.max_depth)
+        self._inv_tanv = 1.0 / tanv
+        self._filled = np.zeros(self.height, dtype=np.bool_)
+
+    def render(self, position, heading: float) -> tuple[np.ndarray, np.ndarray]:
+        """Render a new frame: rgb (H, W, 3) uint8 and depth (H, W, 1) float32 metres.
+
+        :param position: camera ground position [x, y, z] (y ignored; camera_height is used).
+        :param heading: radians about +y; the camera looks along (-sin, 0, -cos).
+        """
+        rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        depth = np.empty((self.height, self.width, 1), dtype=np.float32)
+        self.render_into(position, heading, rgb, depth)
+        return rgb, depth
+
+    def render_into(self, position, heading: float, rgb_out: np.ndarray, depth_out: np.ndarray) -> None:
+        """Render into preallocated C-contiguous arrays (H, W, 3) uint8 and (H, W, 1) float32."""
+        _render_kernel(
+            self._occupancy, self._texture, float(self.scene.origin[0]), float(self.scene.origin[1]),
+            float(self.scene.cell_size), self._atlas, float(position[0]), float(position[2]), float(heading),
+            self._col_u, self._row_v, self._inv_tanv, self._row_plane_depth, self.camera_height, self.wall_height,
+            FURNITURE_HEIGHT_M, self.max_depth, rgb_out, depth_out, self._filled,
+        )
+
+
+_MAP_COLOURS = np.array([(235, 235, 235), (40, 40, 40), (150, 110, 70)], dtype=np.uint8)
+
+
+def topdown_map(scene: Scene, *, path=None, agent=None, goal=None, scale: int = 2) -> np.ndarray:
+    """(rows * scale, cols * scale, 3) uint8 top view: free floor light, walls dark, furniture brown.
+
+    Image rows follow +z, columns +x.
+
+    :param scene: scene to draw.
+    :param path: optional sequence of world points [x, y, z], drawn as a blue polyline.
+    :param agent: optional (position, heading): a red disc with a line along the heading.
+    :param goal: optional world point, drawn as a green disc.
+    :param scale: pixels per cell side.
+    """
+    image = np.repeat(np.repeat(_MAP_COLOURS[scene.occupancy], scale, axis=0), scale, axis=1)
+
+    def pixel(point) -> tuple[float, float]:
+        return (
+            (float(point[2]) - scene.origin[1]) / scene.cell_size * scale,
+            (float(point[0]) - scene.origin[0]) / scene.cell_size * scale,
+        )
+
+    def line(p, q, colour) -> None:
+        (r0, c0), (r1, c1) = p, q
+        n = int(max(abs(r1 - r0), abs(c1 - c0))) + 2
+        rr = np.clip(np.round(np.linspace(r0, r1, n)).astype(int), 0, image.shape[0] - 1)
+        cc = np.clip(np.round(np.linspace(c0, c1, n)).astype(int), 0, image.shape[1] - 1)
+        image[rr, cc] = colour
+
+    def disc(centre, radius, colour) -> None:
+        rows, cols = np.ogrid[: image.shape[0], : image.shape[1]]
+        image[(rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2] = colour
+
+    radius = max(2.0, 0.15 / scene.cell_size * scale)
+    if path is not None:
+        for p, q in zip(path, path[1:]):
+            line(pixel(p), pixel(q), (30, 80, 220))
+    if goal is not None:
+        disc(pixel(goal), radius, (30, 180, 60))
+    if agent is not None:
+        position, heading = agent
+        centre = pixel(position)
+        disc(centre, radius, (220, 40, 40))
+        tip = (centre[0] - 2.5 * radius * math.cos(heading), centre[1] - 2.5 * radius * math.sin(heading))
+        line(centre, tip, (220, 40, 40))
+    return image
+
+
+def benchmark_steps_per_second(resolution: int, n_steps: int = 20000, *, seed: int = 0) -> float:
+    """Steps per second of (random action: forward / turn, then render) on a generated apartment.
+
+    Measures the simulator core alone (no Python env wrapper), single-threaded, after warm-up.
+
+    :param resolution: square image side in pixels.
+    :param n_steps: steps timed.
+    :param seed: scene and action seed.
+    """
+    from envs.motion import move_forward
+    from envs.navgrid import NavGrid
+    from envs.scene import generate_apartment
+
+    scene = generate_apartment(seed)
+    grid = NavGrid(scene)
+    renderer = RGBDRenderer(scene, width=resolution, height=resolution)
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, 3, size=n_steps)
+    rgb = np.empty((resolution, resolution, 3), dtype=np.uint8)
+    depth = np.empty((resolution, resolution, 1), dtype=np.float32)
+    position, heading = grid.sample_navigable_point(rng), 0.0
+    renderer.render_into(position, heading, rgb, depth)  # compile / warm up
+    move_forward(grid, position, heading)
+    turn = math.radians(10.0)
+    start = time.perf_counter()
+    for action in actions:
+        if action == 0:
+            position, _ = move_forward(grid, position, heading)
+        else:
+            heading += turn if action == 1 else -turn
+        renderer.render_into(position, heading, rgb, depth)
+    return n_steps / (time.perf_counter() - start)
