@@ -94,6 +94,7 @@ class Scene:
                     name=np.str_(self.name),
                     seed=np.int64(-1 if self.seed is None else self.seed),
                 )
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; scene files are shared data
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
