@@ -1,1 +1,39 @@
-"""envs."""
+"""Embodied navigation: habitat-lab's PointNav task on a numba grid simulator (no habitat-sim needed).
+
+Importing this package puts envs.habitat_shim in place (so ``import habitat`` works without
+habitat-sim) and registers the gymnasium env ``continual_side/PointNav-v0``; the habitat modules
+themselves load on first use of the names below.
+
+- ``make_habitat_config(...)`` / ``make_habitat_env(...)``: habitat's config and ``habitat.Env``.
+- ``PointNavEnv``: the gymnasium env (``gymnasium.make("continual_side/PointNav-v0", ...)``).
+- ``ShortestPathExpert``: geodesic shortest-path expert.
+- ``write_pointnav_dataset``, ``load_dataset``, ``EpisodeFileError``: PointNav-v1 episode files.
+"""
+
+import importlib
+
+import gymnasium
+
+from envs import habitat_shim
+
+habitat_shim.install()
+
+GYM_ID = "continual_side/PointNav-v0"
+if GYM_ID not in gymnasium.registry:
+    gymnasium.register(id=GYM_ID, entry_point="envs.gym_env:PointNavEnv")
+
+_LAZY = {
+    "make_habitat_config": "envs.habitat_env",
+    "make_habitat_env": "envs.habitat_env",
+    "PointNavEnv": "envs.gym_env",
+    "ShortestPathExpert": "envs.expert",
+    "write_pointnav_dataset": "envs.datasets",
+    "load_dataset": "envs.datasets",
+    "EpisodeFileError": "envs.datasets",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
