@@ -17,7 +17,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
-from continual_side.errors import DataRootError
+from continual_side.errors import ConfigError, DataRootError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _CHUNK = 256  # files per thread-pool job: big enough to amortise scheduling, small enough for tqdm
@@ -75,9 +75,12 @@ def load_image_folder(
     :param classes: the class folders that must be there, exactly; targets follow this order.
     :param images_per_class: keep the first k files (by name) of each class; None keeps all.
     :param progress: show a tqdm bar while decoding.
+    :raises ConfigError: images_per_class below 1.
     :raises DataRootError: missing folder, missing/extra/empty class folders, short classes,
         unreadable images or images of different sizes.
     """
+    if images_per_class is not None and images_per_class < 1:
+        raise ConfigError(f"images_per_class={images_per_class}; use a positive count or None for all images")
     split_dir = Path(split_dir)
     class_names = class_folders(split_dir, classes)
     files: list[Path] = []
@@ -139,11 +142,12 @@ def image_files(class_dir: Path, images_per_class: int | None = None) -> list[Pa
 def _decode(path: Path) -> torch.Tensor:
     try:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    except OSError as error:
+        raise DataRootError(f"{path}: cannot read this file ({error.strerror}); check its permissions") from None
+    try:
         return decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as error:
-        raise DataRootError(
-            f"{path}: cannot decode this image ({error}); replace or delete the file"
-        ) from None
+    except (RuntimeError, ValueError):
+        raise DataRootError(f"{path}: not a readable JPEG or PNG image; replace or delete the file") from None
 
 
 def _decode_chunk(paths: list[Path]) -> list[torch.Tensor]:
@@ -162,7 +166,7 @@ def _decode_all(files: list[Path], *, progress: bool, desc: str) -> torch.Tensor
             for path, image in zip(chunk, images):
                 if decoded and image.shape != decoded[0].shape:
                     raise DataRootError(
-                        f"{path}: image size {tuple(image.shape[1:])} differs from "
+                        f"{path}: image size (H, W) {tuple(image.shape[1:])} differs from "
                         f"{tuple(decoded[0].shape[1:])} of {files[0]}; all images of a split must "
                         "have one size - resize them"
                     )
