@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ WEIGHTS_DIR_ENV = "CONTINUAL_SIDE_WEIGHTS"
 CACHE_DIR_ENV = "CONTINUAL_SIDE_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/continual_side/weights")
 PACKAGED_DIR = Path(__file__).resolve().parent / "assets" / "weights"
+_TIMEOUT_S = 60  # seconds without data before a download gives up
 
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models"
 _SIDE_TUNING = "https://github.com/jozhang97/side-tuning/raw/master/assets/pytorch/distillation"
@@ -141,31 +141,36 @@ def download_weights(spec: WeightsSpec, dest_dir: Path, *, progress: bool = True
             f"{spec.name} has no download URL (source: {spec.source}); reinstall continual-side to get "
             f"the packaged {spec.filename}, or put it in ${WEIGHTS_DIR_ENV}"
         )
-    dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / spec.filename
     digest = hashlib.sha256()
-    tmp = tempfile.NamedTemporaryFile(dir=dest_dir, prefix=f".{spec.filename}.", suffix=".part", delete=False)
+    part: Path | None = None
     try:
-        with tmp, urllib.request.urlopen(spec.url) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    tmp.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=dest_dir, prefix=f".{spec.filename}.", suffix=".part", delete=False
+        ) as tmp:
+            part = Path(tmp.name)
+            with urllib.request.urlopen(spec.url, timeout=_TIMEOUT_S) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not progress) as bar:
+                    for chunk in iter(lambda: response.read(1 << 16), b""):
+                        tmp.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
         if digest.hexdigest() != spec.sha256:
             raise ChecksumError(
                 f"{spec.url} gave sha256 {digest.hexdigest()}, expected {spec.sha256} for {spec.filename}: "
                 f"file discarded; download it by hand into ${WEIGHTS_DIR_ENV}"
             )
-        os.replace(tmp.name, target)
-    except (urllib.error.URLError, OSError) as err:
+        os.replace(part, target)
+    except OSError as err:  # urllib's URLError included
         raise WeightsError(
-            f"could not download {spec.name} from {spec.url} ({err}); "
+            f"could not download {spec.name} from {spec.url} into {dest_dir} ({err}); "
             f"put {spec.filename} in ${WEIGHTS_DIR_ENV} or pass a path"
         ) from err
     finally:
-        Path(tmp.name).unlink(missing_ok=True)
+        if part is not None:
+            part.unlink(missing_ok=True)
     return target
 
 
@@ -191,7 +196,9 @@ def resolve_weights(
     weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
     if weights_dir:
         if not Path(weights_dir).is_dir():
-            raise WeightsError(f"${WEIGHTS_DIR_ENV}={weights_dir} is not a folder: point it at the folder holding {spec.filename}")
+            raise WeightsError(
+                f"${WEIGHTS_DIR_ENV}={weights_dir} is not a folder: point it at the folder holding {spec.filename}"
+            )
         if (Path(weights_dir) / spec.filename).is_file():
             return _verified(Path(weights_dir) / spec.filename, spec)
     for folder in (PACKAGED_DIR, cache_dir()):

@@ -46,7 +46,9 @@ def test_resnet44_scores_over_80_percent_on_all_10000_test_jpegs(cifar10_jpeg):
     ("build", "least"),
     [(resnet44, 0.80), (resnet20, 0.75)],  # measured: 0.821 and 0.804
 )
-def test_pretrained_resnets_score_well_on_1000_test_jpegs(thousand_test_jpegs, shared_weights, monkeypatch, build, least):
+def test_pretrained_resnets_score_well_on_1000_test_jpegs(
+    thousand_test_jpegs, shared_weights, monkeypatch, build, least
+):
     monkeypatch.setenv(hub.WEIGHTS_DIR_ENV, str(shared_weights))  # ResNet-20 is not packaged
     images, targets = thousand_test_jpegs
     assert len(targets) == 1000
@@ -98,7 +100,9 @@ def test_every_merge_gives_batch_by_dim(name):
 
 def test_fixed_merges_follow_their_formulas():
     b, s = torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0, 4.0]])
-    expected = {"base_only": [[1.0, -2.0]], "side_only": [[3.0, 4.0]], "sum": [[4.0, 2.0]], "product": [[3.0, -8.0]]}
+    expected = {
+        "base_only": [[1.0, -2.0]], "side_only": [[3.0, 4.0]], "sum": [[4.0, 2.0]], "product": [[3.0, -8.0]]
+    }
     for name, value in expected.items():
         assert torch.equal(make_merge(name, 2)(b, s), torch.tensor(value)), name
 
@@ -113,7 +117,8 @@ def test_alpha_starts_at_one_half_and_film_starts_as_identity_on_base():
 
 
 def test_unknown_merge_and_side_init_raise_config_error():
-    with pytest.raises(ConfigError, match="unknown merge 'concat'.*base_only, side_only, sum, product, alpha, film, mlp"):
+    names = "base_only, side_only, sum, product, alpha, film, mlp"
+    with pytest.raises(ConfigError, match=f"unknown merge 'concat'.*{names}"):
         make_merge("concat")
     with pytest.raises(ConfigError, match="unknown side init 'imagenet'.*distilled, base_copy, random"):
         make_side("imagenet", resnet20())

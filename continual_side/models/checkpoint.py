@@ -37,11 +37,15 @@ def read_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise WeightsError(f"cannot read {path} as a PyTorch weights file ({_reason(err)}); expected {expected}") from err
+        raise WeightsError(
+            f"cannot read {path} as a PyTorch weights file ({_reason(err)}); expected {expected}"
+        ) from err
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise WeightsError(f"{path} holds a {type(content).__name__}, not a state_dict of tensors; expected {expected}")
+        raise WeightsError(
+            f"{path} holds a {type(content).__name__}, not a state_dict of tensors; expected {expected}"
+        )
     if content and all(key.startswith("module.") for key in content):
         content = {key.removeprefix("module."): value for key, value in content.items()}
     return content
@@ -75,5 +79,7 @@ def load_weights_file(module: nn.Module, path: Path, expected: str) -> None:
     ]:
         problems.append(f"shape mismatch {_listed(mismatched)}")
     if problems:
-        raise WeightsError(f"{path} does not fit {type(module).__name__}: {'; '.join(problems)}; expected {expected}")
+        raise WeightsError(
+            f"{path} does not fit {type(module).__name__}: {'; '.join(problems)}; expected {expected}"
+        )
     module.load_state_dict(state, strict=True)
