@@ -169,6 +169,7 @@ def test_split_tiny_tree_tasks_labels_and_images(tiny_tree):
     assert bench.stream_name == "split_cifar10"
     assert bench.classes_per_task == [["c0", "c1"], ["c2", "c3"], ["c4", "c5"]]
     assert len(bench.train_stream) == len(bench.test_stream) == 3
+    assert [train.images[:, 0, 0, 0].tolist() for train, _ in bench.task_images][2] == [40, 41, 42, 43, 50, 51, 52, 53]
     for stream, per_class in ((bench.train_stream, 4), (bench.test_stream, 2)):
         for k, experience in enumerate(stream):
             assert experience.task_label == k

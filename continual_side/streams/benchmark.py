@@ -40,8 +40,10 @@ def task_benchmark(stream_name: str, tasks: Sequence[tuple[ImageTensors, ImageTe
     """Avalanche benchmark with one experience per (train, test) pair; experience i has task label i.
 
     Each pair's targets must already be 0..C-1 (see `ImageTensors.select_classes`). The result also
-    carries `stream_name` and `classes_per_task` (class names of each task), and each experience's
-    `classes_in_this_experience` is a sorted list (a set breaks MultiHeadClassifier masking).
+    carries `stream_name`, `classes_per_task` (class names of each task) and `task_images` (the
+    (train, test) `ImageTensors` of each task, e.g. to key a feature cache on their fingerprints);
+    each experience's `classes_in_this_experience` is a sorted list (a set breaks
+    MultiHeadClassifier masking).
 
     :param stream_name: name recorded on the benchmark.
     :param tasks: (train, test) decoded images of each task, with the same class names.
@@ -62,4 +64,5 @@ def task_benchmark(stream_name: str, tasks: Sequence[tuple[ImageTensors, ImageTe
             experience.classes_in_this_experience = sorted(experience.classes_in_this_experience)
     bench.stream_name = stream_name
     bench.classes_per_task = [list(train.class_names) for train, _ in tasks]
+    bench.task_images = list(tasks)
     return bench

@@ -43,8 +43,8 @@ class ImageTensors:
         """Hex sha256 of the images' shape and bytes and the targets: identifies the content."""
         digest = hashlib.sha256()
         digest.update(repr(tuple(self.images.shape)).encode())
-        digest.update(self.images.contiguous().numpy().tobytes())
-        digest.update(self.targets.to(torch.int64).contiguous().numpy().tobytes())
+        digest.update(self.images.cpu().contiguous().numpy().tobytes())
+        digest.update(self.targets.cpu().to(torch.int64).contiguous().numpy().tobytes())
         return digest.hexdigest()
 
     def select_classes(self, names: Sequence[str]) -> ImageTensors:
