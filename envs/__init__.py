@@ -20,7 +20,11 @@ habitat_shim.install()
 
 GYM_ID = "continual_side/PointNav-v0"
 if GYM_ID not in gymnasium.registry:
-    gymnasium.register(id=GYM_ID, entry_point="envs.gym_env:PointNavEnv")
+    # gymnasium's TimeLimit truncates (make(..., max_episode_steps=N) overrides it); habitat's own
+    # step limit is switched off so it cannot cut episodes shorter than asked
+    gymnasium.register(
+        id=GYM_ID, entry_point="envs.gym_env:PointNavEnv", max_episode_steps=500, kwargs={"max_episode_steps": 0}
+    )
 
 _LAZY = {
     "make_habitat_config": "envs.habitat_env",

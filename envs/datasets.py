@@ -238,9 +238,37 @@ def write_episodes(path, episodes: list[NavigationEpisode]) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+# The shipped dataset (envs/data/pointnav/v1): training scenes apart from the held-out one.
+DEFAULT_SPLIT_SCENES = {
+    "train": ["builtin:apartment_0", "builtin:apartment_1"],
+    "val": ["builtin:apartment_2"],
+    "test": ["builtin:apartment_2"],
+}
+DEFAULT_EPISODES_PER_SCENE = {"train": 90, "val": 30, "test": 30}
+
+
+def write_default_dataset(root) -> dict[str, Path]:
+    """Regenerate the shipped dataset (DEFAULT_SPLIT_SCENES, DEFAULT_EPISODES_PER_SCENE, seed 0).
+
+    :param root: output directory, e.g. envs/data/pointnav/v1.
+    """
+    written = {}
+    for split_index, (split, scene_ids) in enumerate(DEFAULT_SPLIT_SCENES.items()):
+        cfg = EpisodeGenConfig(episodes_per_scene=DEFAULT_EPISODES_PER_SCENE[split], seed=split_index)
+        written.update(write_pointnav_dataset(root, {split: scene_ids}, cfg))
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(write_default_dataset(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "data/pointnav/v1"))

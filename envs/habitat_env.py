@@ -44,14 +44,14 @@ def make_habitat_config(
     :param height: RGB and depth height in pixels.
     :param hfov: horizontal field of view in degrees.
     :param camera_height: camera height above the floor in metres.
-    :param max_episode_steps: episode step limit.
+    :param max_episode_steps: episode step limit (0: none).
     :param seed: habitat seed (episode order, simulator sampling).
     :param overrides: extra hydra overrides, e.g. ``["habitat.simulator.type=Sim-v0"]``.
     :raises ConfigError: a value out of range.
     """
-    if width < 1 or height < 1 or not 0 < hfov < 180 or max_episode_steps < 1:
+    if width < 1 or height < 1 or not 0 < hfov < 180 or max_episode_steps < 0:
         raise ConfigError(
-            f"need width, height >= 1, 0 < hfov < 180 and max_episode_steps >= 1, got {width}x{height}, "
+            f"need width, height >= 1, 0 < hfov < 180 and max_episode_steps >= 0, got {width}x{height}, "
             f"hfov {hfov}, max_episode_steps {max_episode_steps}"
         )
     if data_path is None and scene is None:

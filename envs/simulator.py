@@ -151,11 +151,13 @@ class GridDepthSensor(_CameraSensor, DepthSensor):
         return spaces.Box(low=low, high=high, shape=(height, width, 1), dtype=np.float32)
 
     def get_observation(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        depth = np.clip(self._sim.frame(self.camera)[1], self.min_depth, self.max_depth)
+        depth = self._sim.frame(self.camera)[1]
+        # the renderer already clips to [0, its max_depth]: clip again only for a narrower range
+        if self.min_depth > 0 or self.max_depth < self.camera[4]:
+            depth = np.clip(depth, self.min_depth, self.max_depth)
         if self.normalize:
-            depth -= self.min_depth
-            depth *= 1.0 / (self.max_depth - self.min_depth)
-        return depth
+            return np.multiply(depth - self.min_depth if self.min_depth else depth, 1.0 / (self.max_depth - self.min_depth))
+        return depth.copy()
 
 
 @registry.register_simulator(name="ContinualSideSim-v0")
@@ -173,7 +175,7 @@ class ContinualSideSim(Simulator):
         self._position = np.zeros(3, dtype=np.float32)
         self._heading = 0.0
         self._collided = False
-        self._pose_version = 0
+        self._observation_id = 0
         self._frames: dict[tuple, tuple[int, np.ndarray, np.ndarray]] = {}
         self._action_space = spaces.Discrete(len(HabitatSimActions))
         self._configure(config)
@@ -200,9 +202,11 @@ class ContinualSideSim(Simulator):
             )
         # a camera renders RGB and depth together: give an RGB sensor the depth range of the depth
         # sensor with the same geometry, so both read one rendered frame
-        depth_range = {
-            (c.width, c.height, c.hfov, c.position[1]): float(c.max_depth) for c in configs if c.type == DEPTH_SENSOR_TYPE
-        }
+        depth_range: dict[tuple, float] = {}
+        for c in configs:
+            if c.type == DEPTH_SENSOR_TYPE:
+                geometry = (c.width, c.height, c.hfov, c.position[1])
+                depth_range[geometry] = max(depth_range.get(geometry, 0.0), float(c.max_depth))
         sensors = []
         for c in configs:
             max_depth = depth_range.get((c.width, c.height, c.hfov, c.position[1]), 10.0)
@@ -245,7 +249,7 @@ class ContinualSideSim(Simulator):
             self.set_agent_state(agent.start_position, agent.start_rotation)
         else:
             self.set_agent_state(self.sample_navigable_point(), heading_to_quaternion(self._rng.uniform(0, 2 * math.pi)))
-        return self._sensor_suite.get_observations()
+        return self._observe()
 
     def step(self, action, *args, **kwargs) -> Observations:
         """Apply one of HabitatSimActions (stop or None leave the agent where it is)."""
@@ -258,22 +262,24 @@ class ContinualSideSim(Simulator):
             self._heading = (self._heading + self._turn) % (2 * math.pi)
         elif action == HabitatSimActions.turn_right:
             self._heading = (self._heading - self._turn) % (2 * math.pi)
-        elif action is None or action == HabitatSimActions.stop:
-            return self._sensor_suite.get_observations()
-        else:
+        elif action is not None and action != HabitatSimActions.stop:
             raise ValueError(f"unknown action {action!r}: expected one of {list(HabitatSimActions)}")
-        self._pose_version += 1
-        return self._sensor_suite.get_observations()
+        return self._observe()
 
     def step_physics(self, dt: float) -> None:
         """No physics here; habitat's EmbodiedTask.step calls it after every action."""
 
+    def _observe(self) -> Observations:
+        """Sensor readings in new arrays (callers keep observations), one render per camera."""
+        self._observation_id += 1
+        return self._sensor_suite.get_observations()
+
     def frame(self, camera: tuple) -> tuple[np.ndarray, np.ndarray]:
-        """(rgb, depth metres) seen from the current pose by `camera`; rendered once per pose."""
+        """(rgb, depth metres) seen by `camera` for the current observation; rendered once."""
         cached = self._frames.get(camera)
-        if cached is None or cached[0] != self._pose_version:
+        if cached is None or cached[0] != self._observation_id:
             rgb, depth = self._state.renderer(camera).render(self._position, self._heading)
-            cached = (self._pose_version, rgb, depth)
+            cached = (self._observation_id, rgb, depth)
             self._frames[camera] = cached
         return cached[1], cached[2]
 
@@ -295,7 +301,6 @@ class ContinualSideSim(Simulator):
         self._position = np.asarray(position, dtype=np.float32).reshape(3).copy()
         self._heading = quaternion_to_heading(rotation) % (2 * math.pi)
         self._collided = False
-        self._pose_version += 1
         return True
 
     def get_observations_at(self, position=None, rotation=None, keep_agent_at_new_pose: bool = False):
@@ -303,10 +308,9 @@ class ContinualSideSim(Simulator):
         saved = (self._position, self._heading)
         if position is not None:
             self.set_agent_state(position, rotation if rotation is not None else heading_to_quaternion(self._heading))
-        observations = self._sensor_suite.get_observations()
+        observations = self._observe()
         if not keep_agent_at_new_pose:
             self._position, self._heading = saved
-            self._pose_version += 1
         return observations
 
     def geodesic_distance(self, position_a, position_b, episode=None) -> float:
