@@ -34,6 +34,7 @@ class StreamConfig:
         split_cifar10: an image-folder tree with train/ and test/). Unused by demo.
     :param download: icifar100 only: download CIFAR-100 into data_root if it is not there.
     :param n_tasks: split_cifar10 only: number of tasks (classes are split evenly).
+    :param classes_per_task: split_cifar10 only: classes per task (None: all classes split evenly).
     :param class_order_seed: split_cifar10 only: permute the class order with this seed (None: sorted).
     :param images_per_class: split_cifar10 only: keep the first N training images per class.
     :param test_images_per_class: split_cifar10 only: keep the first N test images per class.
@@ -43,6 +44,7 @@ class StreamConfig:
     data_root: str | None = None
     download: bool = False
     n_tasks: int = 5
+    classes_per_task: int | None = None
     class_order_seed: int | None = None
     images_per_class: int | None = None
     test_images_per_class: int | None = None
@@ -55,6 +57,7 @@ class StreamConfig:
             return {
                 "root": self.data_root,
                 "n_tasks": self.n_tasks,
+                "classes_per_task": self.classes_per_task,
                 "class_order_seed": self.class_order_seed,
                 "images_per_class": self.images_per_class,
                 "test_images_per_class": self.test_images_per_class,
@@ -117,7 +120,7 @@ class EpochProgress(SupervisedPlugin):
 
     def after_training_iteration(self, strategy, **kwargs):
         n = len(strategy.mb_y)
-        self.loss_sum += float(strategy.loss) * n
+        self.loss_sum += strategy.loss.item() * n
         self.correct += int((strategy.mb_output.argmax(1) == strategy.mb_y).sum())
         self.seen += n
 

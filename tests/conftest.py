@@ -34,3 +34,18 @@ def shared_weights(shared_data: Path) -> Path:
 def cifar10_jpeg(shared_data: Path) -> Path:
     """The CIFAR-10 JPEG image-folder tree with train/ and test/."""
     return shared_data / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _weights_from_shared_data():
+    """Let the weights hub find resnet20/44 and FCN4 in the shared folder instead of downloading.
+
+    Tests of the hub's own resolution order override CONTINUAL_SIDE_WEIGHTS with monkeypatch.
+    """
+    weights = _shared_data_dir() / "weights"
+    previous = os.environ.get("CONTINUAL_SIDE_WEIGHTS")
+    if weights.is_dir() and previous is None:
+        os.environ["CONTINUAL_SIDE_WEIGHTS"] = str(weights)
+    yield
+    if previous is None:
+        os.environ.pop("CONTINUAL_SIDE_WEIGHTS", None)

@@ -6,17 +6,24 @@ returns an Avalanche strategy, plus one line in ``METHODS`` (``continual_side/me
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from avalanche.benchmarks.scenarios import CLExperience
+from avalanche.core import BasePlugin
 from avalanche.models import MultiTaskModule
+from avalanche.training.plugins.evaluation import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
 from continual_side.errors import ConfigError
 from continual_side.models.backbones import CifarResNet, resnet20, resnet44
+from continual_side.models.sidetuned import FrozenBase
+from continual_side.models.heads import make_head
+from continual_side.models.side import FeatureExtractor
 
 BASES = {"resnet44": resnet44, "resnet20": resnet20}
 
@@ -61,6 +68,14 @@ def pretrained_base(config: MethodConfig) -> CifarResNet:
     return BASES[config.base](weights=config.base_weights or True)
 
 
+def trainable_features(network: CifarResNet) -> FeatureExtractor:
+    """A trainable copy of ``network``'s feature extractor; its CIFAR-10 classifier is dropped so that
+    no unused parameters sit in the model (or the optimizer)."""
+    network = copy.deepcopy(network)
+    network.linear = nn.Identity()
+    return FeatureExtractor(network.requires_grad_(True))
+
+
 def check_device(device: str) -> torch.device:
     """Refuse a device that does not exist here, with a fix, instead of failing mid-run."""
     dev = torch.device(device)
@@ -77,15 +92,20 @@ def num_classes(experience: CLExperience) -> int:
 
 
 class TaskModules(MultiTaskModule):
-    """One module per task, created when the task is first seen.
+    """A base shared by all tasks plus one module per task, created when the task is first seen.
 
     When training starts on a task, the modules of every other task are frozen
     (``requires_grad=False``), so a task's modules only ever change while that task trains.
+    Parameters inside a :class:`FrozenBase` stay frozen whichever task module holds them.
     Subclasses implement :meth:`new_task_module` and :meth:`forward_single_task`.
+
+    :param base: the shared network (``None`` when tasks share nothing); registered first, so its
+        parameters are named ``base.*``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, base: nn.Module | None = None) -> None:
         super().__init__()
+        self.base = base
         self.tasks = nn.ModuleDict()
 
     def new_task_module(self, n_classes: int) -> nn.Module:
@@ -96,11 +116,15 @@ class TaskModules(MultiTaskModule):
         device = next(self.parameters()).device
         for task in experience.task_labels:
             if str(task) not in self.tasks:
-                self.tasks[str(task)] = self.new_task_module(num_classes(experience)).to(device)
+                # in the model's mode: a module added during evaluation must not update BatchNorm statistics
+                module = self.new_task_module(num_classes(experience)).train(self.training)
+                self.tasks[str(task)] = module.to(device)
         if self.training:
             current = {str(t) for t in experience.task_labels}
+            frozen = {id(p) for m in self.modules() if isinstance(m, FrozenBase) for p in m.parameters()}
             for name, module in self.tasks.items():
-                module.requires_grad_(name in current)
+                for param in module.parameters():
+                    param.requires_grad_(name in current and id(param) not in frozen)
 
     def task(self, task_label: int) -> nn.Module:
         return self.tasks[str(task_label)]
@@ -116,3 +140,56 @@ class PerTaskStrategy(SupervisedTemplate):
     def make_optimizer(self, **kwargs):
         kwargs.update(reset_optimizer_state=True, remove_params=True)
         return super().make_optimizer(**kwargs)
+
+
+class SharedBaseModel(TaskModules):
+    """One feature network shared by all tasks and one linear head per task: ``head_t(base(x))``.
+
+    :param base: maps images to ``(B, base.feature_dim)`` features; a :class:`FrozenBase` (fixed
+        features) or a trainable :class:`FeatureExtractor` (fine-tuning).
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__(base)
+
+    def new_task_module(self, n_classes: int) -> nn.Module:
+        return make_head(self.base.feature_dim, n_classes)
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        return self.task(task_label)(self.base(x))
+
+    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every trained task's logits from one pass of the base (LwF distils on all of them)."""
+        features = self.base(x)
+        return {task: self.task(task)(features) for task in self.known_train_tasks_labels}
+
+
+def per_task_strategy(
+    model: nn.Module,
+    config: MethodConfig,
+    *,
+    plugins: Sequence[BasePlugin] = (),
+    evaluator: EvaluationPlugin | None = None,
+    method_plugins: Sequence[BasePlugin] = (),
+    strategy_cls: type[SupervisedTemplate] = PerTaskStrategy,
+) -> SupervisedTemplate:
+    """The strategy every method trains with: Adam over the model, the configured batch size and epochs.
+
+    :param model: the method's network.
+    :param config: shared hyper-parameters (lr, epochs, batch sizes, device).
+    :param plugins: the caller's plugins (progress, loggers).
+    :param evaluator: Avalanche evaluation plugin; None records nothing.
+    :param method_plugins: the method's own plugins (EWC, LwF), run before the caller's.
+    :param strategy_cls: a :class:`PerTaskStrategy` subclass that takes the same keyword arguments.
+    """
+    check_device(config.device)
+    return strategy_cls(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+        train_mb_size=config.batch_size,
+        train_epochs=config.epochs,
+        eval_mb_size=config.eval_batch_size,
+        device=config.device,
+        plugins=[*method_plugins, *plugins],
+        evaluator=evaluator,
+    )

@@ -15,7 +15,13 @@ import torch
 from avalanche.core import BasePlugin
 from avalanche.training.plugins.evaluation import EvaluationPlugin
 
-from continual_side.methods.common import MethodConfig, PerTaskStrategy, TaskModules, check_device, pretrained_base
+from continual_side.methods.common import (
+    MethodConfig,
+    PerTaskStrategy,
+    TaskModules,
+    per_task_strategy,
+    pretrained_base,
+)
 from continual_side.models.backbones import CifarResNet
 from continual_side.models.heads import make_head
 from continual_side.models.merge import make_merge
@@ -34,8 +40,7 @@ class SideTuneModel(TaskModules):
     """
 
     def __init__(self, base: CifarResNet, merge: str = "alpha", side_init: str = "distilled") -> None:
-        super().__init__()
-        self.base = FrozenBase(base)
+        super().__init__(FrozenBase(base))
         self.merge_name = merge
         self.side_init = side_init
         make_merge(merge, base.feature_dim)  # fail on a bad name now, not at the first task
@@ -75,15 +80,5 @@ def build(
     evaluator: EvaluationPlugin | None = None,
 ) -> SideTuning:
     """Side-tuning with the configured base, merge operator and side initialisation."""
-    check_device(config.device)
     model = SideTuneModel(pretrained_base(config), merge=config.merge, side_init=config.side_init)
-    return SideTuning(
-        model,
-        torch.optim.Adam(model.parameters(), lr=config.lr),
-        train_mb_size=config.batch_size,
-        train_epochs=config.epochs,
-        eval_mb_size=config.eval_batch_size,
-        device=config.device,
-        plugins=list(plugins),
-        evaluator=evaluator,
-    )
+    return per_task_strategy(model, config, plugins=plugins, evaluator=evaluator, strategy_cls=SideTuning)

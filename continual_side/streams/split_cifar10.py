@@ -16,6 +16,7 @@ def split_cifar10(
     root: str | Path,
     *,
     n_tasks: int = 5,
+    classes_per_task: int | None = None,
     class_order_seed: int | None = None,
     images_per_class: int | None = None,
     test_images_per_class: int | None = None,
@@ -25,7 +26,10 @@ def split_cifar10(
     """Task-incremental stream over `root/{train,test}/<class>/*.jpg|png`.
 
     :param root: image-folder tree such as the CIFAR-10 JPEGs.
-    :param n_tasks: number of tasks; must divide the number of classes.
+    :param n_tasks: number of tasks; must divide the number of classes unless `classes_per_task`
+        is given.
+    :param classes_per_task: classes in each task; the first `n_tasks * classes_per_task` classes of
+        the (possibly shuffled) order are used and the rest left out. None: all classes, evenly split.
     :param class_order_seed: None keeps classes sorted by name; an int shuffles them with
         `numpy.random.default_rng(seed).permutation` before cutting them into tasks.
     :param images_per_class: train images per class (first k by file name); None keeps all.
@@ -39,14 +43,24 @@ def split_cifar10(
         root / "test", classes=train.class_names, images_per_class=test_images_per_class, progress=progress
     )
     names = train.class_names
-    if n_tasks < 1 or len(names) % n_tasks:
-        raise ConfigError(
-            f"n_tasks={n_tasks} does not divide the {len(names)} classes of {root}; "
-            f"choose a divisor of {len(names)}"
-        )
+    if n_tasks < 1:
+        raise ConfigError(f"n_tasks={n_tasks} must be at least 1")
+    if classes_per_task is None:
+        if len(names) % n_tasks:
+            raise ConfigError(
+                f"n_tasks={n_tasks} does not divide the {len(names)} classes of {root}; "
+                f"choose a divisor of {len(names)} or set classes_per_task"
+            )
+        size = len(names) // n_tasks
+    else:
+        size = classes_per_task
+        if size < 1 or n_tasks * size > len(names):
+            raise ConfigError(
+                f"{n_tasks} tasks x {size} classes needs {n_tasks * size} classes but {root} has "
+                f"{len(names)}; lower n_tasks or classes_per_task"
+            )
     if class_order_seed is not None:
         names = [names[i] for i in np.random.default_rng(class_order_seed).permutation(len(names))]
-    size = len(names) // n_tasks
     task_classes = [names[k * size : (k + 1) * size] for k in range(n_tasks)]
     tasks = [(train.select_classes(c), test.select_classes(c)) for c in task_classes]
     return task_benchmark(stream_name, tasks)
