@@ -15,17 +15,18 @@ import time
 import numpy as np
 from numba import njit
 
-from envs.scene import FURNITURE, N_TEXTURES, WALL, Scene
+from envs.scene import FURNITURE, N_TEXTURES, WALL, WALL_TEXTURES, Scene
 
 TEXELS = 64  # texels per texture tile side (power of two)
 TILE_M = 1.0  # metres per texture tile
 FURNITURE_HEIGHT_M = 0.8
 SIDE_SHADE = 0.75  # faces crossed along z and furniture fronts are drawn darker than the rest
-CEILING_RGB = (225, 222, 215)
+CEILING_RGB = np.uint32(225 | 222 << 8 | 215 << 16)  # packed 0x00BBGGRR
 
 
 def texture_atlas() -> np.ndarray:
-    """(2, N_TEXTURES, TEXELS, TEXELS, 3) uint8: a bright and a shaded copy of every texture.
+    """(2, N_TEXTURES, TEXELS, TEXELS) uint32 packed 0x00BBGGRR: a bright and a shaded copy of
+    every texture.
 
     Floors (ids 0-3), walls (4-7) and furniture (8-11) each get a distinct colour and pattern
     (checker, stripes, bricks, noise), fixed by a constant seed so renders are reproducible.
@@ -57,8 +58,8 @@ def texture_atlas() -> np.ndarray:
     )
     assert len(patterns) == len(base) == N_TEXTURES
     bright = np.stack([base[i] * (0.55 + 0.45 * np.asarray(p, dtype=np.float64))[..., None] for i, p in enumerate(patterns)])
-    atlas = np.stack([bright, bright * SIDE_SHADE])
-    return np.clip(atlas, 0, 255).astype(np.uint8)
+    atlas = np.clip(np.stack([bright, bright * SIDE_SHADE]), 0, 255).astype(np.uint32)
+    return atlas[..., 0] | atlas[..., 1] << 8 | atlas[..., 2] << 16
 
 
 def _bricks(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -66,6 +67,29 @@ def _bricks(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     offset = (row % 2) * 0.125
     mortar = ((v * 8) % 1 < 0.12) | (((u + offset) * 4) % 1 < 0.06)
     return np.where(mortar, 0.2, 1.0)
+
+
+@njit(cache=True)
+def clearance_map(occupancy):
+    """Per cell, the largest k such that every cell within k rows and k columns is free floor
+    (0 for a cell that is not free or touches one that is not); lets rays jump across open space."""
+    rows, cols = occupancy.shape
+    inf = rows + cols
+    dist = np.empty((rows, cols), dtype=np.int64)
+    for r in range(rows):
+        for c in range(cols):
+            dist[r, c] = 0 if occupancy[r, c] != 0 or r == 0 or c == 0 or r == rows - 1 or c == cols - 1 else inf
+    for r in range(1, rows):  # chessboard distance transform, forward then backward pass
+        for c in range(1, cols - 1):
+            dist[r, c] = min(dist[r, c], dist[r - 1, c - 1] + 1, dist[r - 1, c] + 1, dist[r - 1, c + 1] + 1, dist[r, c - 1] + 1)
+    for r in range(rows - 2, -1, -1):
+        for c in range(cols - 2, 0, -1):
+            dist[r, c] = min(dist[r, c], dist[r + 1, c + 1] + 1, dist[r + 1, c] + 1, dist[r + 1, c - 1] + 1, dist[r, c + 1] + 1)
+    out = np.empty((rows, cols), dtype=np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            out[r, c] = min(max(dist[r, c] - 1, 0), 255)
+    return out
 
 
 @njit(cache=True, fastmath=True)
@@ -77,12 +101,43 @@ def _row_span(v_lo, v_hi, inv_tanv, half_h, height):
 
 
 @njit(cache=True, fastmath=True)
+def _draw_planes(rgb, depth, i, first, last, horizon, texture, atlas, origin_x, origin_z, inv_cell, tex_scale,
+                 pos_x, pos_z, dir_x, dir_z, row_plane_depth, max_depth):
+    """Ceiling (rows above `horizon`) and floor, textured by the cell under it, in rows first..last."""
+    rows, cols = texture.shape
+    mask = atlas.shape[2] - 1
+    for j in range(first, min(last + 1, horizon)):
+        depth[j, i] = min(row_plane_depth[j], max_depth)
+        rgb[j, i] = CEILING_RGB
+    for j in range(max(first, horizon), last + 1):
+        t = row_plane_depth[j]
+        depth[j, i] = min(t, max_depth)
+        wx, wz = pos_x + t * dir_x, pos_z + t * dir_z
+        rr = min(max(int(math.floor((wz - origin_z) * inv_cell)), 0), rows - 1)
+        cc = min(max(int(math.floor((wx - origin_x) * inv_cell)), 0), cols - 1)
+        tx = int(math.floor(wx * tex_scale)) & mask
+        tz = int(math.floor(wz * tex_scale)) & mask
+        rgb[j, i] = atlas[0, texture[rr, cc], tz, tx]
+
+
+@njit(cache=True, fastmath=True)
 def _render_kernel(
-    occupancy, texture, origin_x, origin_z, cell, atlas, pos_x, pos_z, heading,
-    col_u, row_v, inv_tanv, row_plane_depth, cam_h, wall_h, furn_h, max_depth, rgb, depth, filled,
+    occupancy, texture, clearance, origin_x, origin_z, cell, atlas, pos_x, pos_z, heading,
+    col_u, row_v, inv_tanv, horizon, row_plane_depth, cam_h, wall_h, furn_h, max_depth,
+    rgb, rgb_bytes, depth, rgb_out, depth_out,
 ):
-    """Ray-cast one RGB-D frame into rgb (H, W, 3) and depth (H, W, 1); filled is (H,) scratch."""
-    height, width = rgb.shape[0], rgb.shape[1]
+    """Ray-cast one RGB-D frame into rgb_out (H, W, 3) and depth_out (H, W, 1), both C-contiguous.
+
+    Columns are drawn as packed 0x00BBGGRR pixels into the scratch rows rgb (H, >= W uint32, seen
+    as bytes through rgb_bytes) and depth (H, >= W), whose row strides are an odd number of cache
+    lines: writing columns straight into the output, whose stride is a power of two, would keep
+    evicting its own cache lines. The rows are copied out at the end.
+
+    Per column, objects are met front to back; each covers rows above everything met before
+    (objects stand on the floor), so `top` (rows >= top are final) is all the state needed, and the
+    rows between two objects are floor.
+    """
+    height, width = rgb_out.shape[0], rgb_out.shape[1]
     rows, cols = occupancy.shape
     tex_mask = atlas.shape[2] - 1
     tex_scale = atlas.shape[2] / TILE_M
@@ -94,16 +149,25 @@ def _render_kernel(
     for i in range(width):
         dir_x = fwd_x + col_u[i] * right_x
         dir_z = fwd_z + col_u[i] * right_z
-        for j in range(height):
-            filled[j] = False
-        c, r = int(math.floor(gx)), int(math.floor(gz))
         step_c = 1 if dir_x > 0 else -1
         step_r = 1 if dir_z > 0 else -1
         dt_c = abs(cell / dir_x) if dir_x != 0 else 1e30
         dt_r = abs(cell / dir_z) if dir_z != 0 else 1e30
+        c, r = int(math.floor(gx)), int(math.floor(gz))
         t_c = ((c + 1 - gx) if dir_x > 0 else (gx - c)) * dt_c
         t_r = ((r + 1 - gz) if dir_z > 0 else (gz - r)) * dt_r
+        top = height
         while True:
+            if 0 <= r < rows and 0 <= c < cols:
+                k = clearance[r, c]
+                if k >= 2:  # jump to the last cell of the free (2k+1)^2 box round this one
+                    t_box_c = ((c + k + 1 - gx) if dir_x > 0 else (gx - (c - k))) * dt_c
+                    t_box_r = ((r + k + 1 - gz) if dir_z > 0 else (gz - (r - k))) * dt_r
+                    t_in = min(t_box_c, t_box_r) - 1e-3 * cell
+                    c = int(math.floor(gx + t_in * dir_x * inv_cell))
+                    r = int(math.floor(gz + t_in * dir_z * inv_cell))
+                    t_c = ((c + 1 - gx) if dir_x > 0 else (gx - c)) * dt_c
+                    t_r = ((r + 1 - gz) if dir_z > 0 else (gz - r)) * dt_r
             if t_c < t_r:
                 t = t_c
                 c += step_c
@@ -116,60 +180,59 @@ def _render_kernel(
                 crossed_z = True
             if t > max_depth:
                 break
-            if r < 0 or r >= rows or c < 0 or c >= cols:
-                kind, tid = WALL, 4
-            else:
+            if 0 <= r < rows and 0 <= c < cols:
                 kind, tid = occupancy[r, c], texture[r, c]
+            else:
+                kind, tid = WALL, WALL_TEXTURES[0]
             if kind == 0:
                 continue
-            hit_x, hit_z = pos_x + t * dir_x, pos_z + t * dir_z
-            along = hit_x if crossed_z else hit_z
-            tu = int(math.floor(along * tex_scale)) & tex_mask
-            shade = 1 if crossed_z else 0
-            top = wall_h if kind == WALL else furn_h
-            first, last = _row_span(-cam_h / t, (top - cam_h) / t, inv_tanv, half_h, height)
-            for j in range(first, last + 1):
-                if filled[j]:
-                    continue
-                filled[j] = True
-                y = cam_h + row_v[j] * t
-                tv = int(math.floor((top - y) * tex_scale)) & tex_mask
-                for k in range(3):
-                    rgb[j, i, k] = atlas[shade, tid, tv, tu, k]
-                depth[j, i, 0] = t
+            face_top = wall_h if kind == WALL else furn_h
+            first, last = _row_span(-cam_h / t, (face_top - cam_h) / t, inv_tanv, half_h, height)
+            last = min(last, top - 1)
+            _draw_planes(rgb, depth, i, last + 1, top - 1, horizon, texture, atlas, origin_x, origin_z,
+                         inv_cell, tex_scale, pos_x, pos_z, dir_x, dir_z, row_plane_depth, max_depth)
+            top = min(top, last + 1)
+            if first <= last:
+                along = pos_x + t * dir_x if crossed_z else pos_z + t * dir_z
+                tu = int(math.floor(along * tex_scale)) & tex_mask
+                shade = 1 if crossed_z or kind == FURNITURE else 0
+                # texel row from the top of the face, >= 0, growing by a fixed step per image row
+                tv_f = (face_top - cam_h - row_v[first] * t) * tex_scale
+                tv_step = (row_v[0] - row_v[1]) * t * tex_scale if height > 1 else 0.0
+                for j in range(first, last + 1):
+                    rgb[j, i] = atlas[shade, tid, int(tv_f) & tex_mask, tu]
+                    depth[j, i] = t
+                    tv_f += tv_step
+                top = first
             if kind == WALL:
                 break
             # furniture top, seen from above between this cell's entry and exit
-            t_exit = min(t_c, t_r)
-            first, last = _row_span((furn_h - cam_h) / t, (furn_h - cam_h) / t_exit, inv_tanv, half_h, height)
+            first, last = _row_span((furn_h - cam_h) / t, (furn_h - cam_h) / min(t_c, t_r), inv_tanv, half_h, height)
+            last = min(last, top - 1)
             for j in range(first, last + 1):
-                if filled[j] or row_v[j] >= 0.0:
-                    continue
-                filled[j] = True
                 tp = (furn_h - cam_h) / row_v[j]
                 tx = int(math.floor((pos_x + tp * dir_x) * tex_scale)) & tex_mask
                 tz = int(math.floor((pos_z + tp * dir_z) * tex_scale)) & tex_mask
-                for k in range(3):
-                    rgb[j, i, k] = atlas[0, tid, tz, tx, k]
-                depth[j, i, 0] = min(tp, max_depth)
-        # floor and ceiling in the rows nothing covered
-        for j in range(height):
-            if filled[j]:
-                continue
-            t = row_plane_depth[j]
-            depth[j, i, 0] = min(t, max_depth)
-            if row_v[j] >= 0.0:
-                for k in range(3):
-                    rgb[j, i, k] = CEILING_RGB[k]
-                continue
-            wx, wz = pos_x + t * dir_x, pos_z + t * dir_z
-            rr = int(math.floor((wz - origin_z) * inv_cell))
-            cc = int(math.floor((wx - origin_x) * inv_cell))
-            tid = texture[min(max(rr, 0), rows - 1), min(max(cc, 0), cols - 1)]
-            tx = int(math.floor(wx * tex_scale)) & tex_mask
-            tz = int(math.floor(wz * tex_scale)) & tex_mask
+                rgb[j, i] = atlas[0, tid, tz, tx]
+                depth[j, i] = min(tp, max_depth)
+            if first <= last:
+                top = first
+        _draw_planes(rgb, depth, i, 0, top - 1, horizon, texture, atlas, origin_x, origin_z,
+                     inv_cell, tex_scale, pos_x, pos_z, dir_x, dir_z, row_plane_depth, max_depth)
+    rgb_rows = rgb_out.reshape(height, width * 3)
+    depth_rows = depth_out.reshape(height, width)
+    for j in range(height):
+        for i in range(width):
             for k in range(3):
-                rgb[j, i, k] = atlas[0, tid, tz, tx, k]
+                rgb_rows[j, 3 * i + k] = rgb_bytes[j, 4 * i + k]
+        for i in range(width):
+            depth_rows[j, i] = depth[j, i]
+
+
+def _odd_cache_lines(row_bytes: int) -> int:
+    """Smallest odd number of 64-byte cache lines holding row_bytes."""
+    lines = -(-row_bytes // 64)
+    return lines if lines % 2 else lines + 1
 
 
 class RGBDRenderer:
@@ -203,6 +266,7 @@ class RGBDRenderer:
         self._occupancy = np.ascontiguousarray(scene.occupancy)
         self._texture = np.ascontiguousarray(scene.texture % N_TEXTURES).astype(np.uint8)
         self._atlas = texture_atlas()
+        self._clearance = clearance_map(self._occupancy)
         tanh = math.tan(math.radians(hfov_deg) / 2.0)
         tanv = tanh * self.height / self.width
         self._col_u = ((2.0 * (np.arange(self.width) + 0.5) / self.width - 1.0) * tanh).astype(np.float64)
@@ -213,7 +277,11 @@ class RGBDRenderer:
             )
         self._row_plane_depth = np.where(np.isfinite(plane_depth), plane_depth, self.max_depth)
         self._inv_tanv = 1.0 / tanv
-        self._filled = np.zeros(self.height, dtype=np.bool_)
+        self._horizon = int(np.count_nonzero(self._row_v >= 0))
+        padded = 16 * _odd_cache_lines(4 * self.width)
+        self._rgb_rows = np.empty((self.height, padded), dtype=np.uint32)
+        self._rgb_bytes = self._rgb_rows.view(np.uint8)
+        self._depth_rows = np.empty((self.height, padded), dtype=np.float32)
 
     def render(self, position, heading: float) -> tuple[np.ndarray, np.ndarray]:
         """Render a new frame: rgb (H, W, 3) uint8 and depth (H, W, 1) float32 metres.
@@ -228,11 +296,18 @@ class RGBDRenderer:
 
     def render_into(self, position, heading: float, rgb_out: np.ndarray, depth_out: np.ndarray) -> None:
         """Render into preallocated C-contiguous arrays (H, W, 3) uint8 and (H, W, 1) float32."""
+        if not (rgb_out.flags.c_contiguous and depth_out.flags.c_contiguous):
+            raise ValueError("render_into needs C-contiguous rgb_out and depth_out arrays")
+        if rgb_out.shape != (self.height, self.width, 3) or depth_out.shape != (self.height, self.width, 1):
+            raise ValueError(
+                f"render_into needs rgb_out {(self.height, self.width, 3)} and depth_out {(self.height, self.width, 1)},"
+                f" got {rgb_out.shape} and {depth_out.shape}"
+            )
         _render_kernel(
-            self._occupancy, self._texture, float(self.scene.origin[0]), float(self.scene.origin[1]),
+            self._occupancy, self._texture, self._clearance, float(self.scene.origin[0]), float(self.scene.origin[1]),
             float(self.scene.cell_size), self._atlas, float(position[0]), float(position[2]), float(heading),
-            self._col_u, self._row_v, self._inv_tanv, self._row_plane_depth, self.camera_height, self.wall_height,
-            FURNITURE_HEIGHT_M, self.max_depth, rgb_out, depth_out, self._filled,
+            self._col_u, self._row_v, self._inv_tanv, self._horizon, self._row_plane_depth, self.camera_height, self.wall_height,
+            FURNITURE_HEIGHT_M, self.max_depth, self._rgb_rows, self._rgb_bytes, self._depth_rows, rgb_out, depth_out,
         )
 
 
