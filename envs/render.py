@@ -20,6 +20,7 @@ from envs.scene import FURNITURE, N_TEXTURES, WALL, WALL_TEXTURES, Scene
 TEXELS = 64  # texels per texture tile side (power of two)
 TILE_M = 1.0  # metres per texture tile
 FURNITURE_HEIGHT_M = 0.8
+FLOOR_TEXELS_PER_M = 32
 SIDE_SHADE = 0.75  # faces crossed along z and furniture fronts are drawn darker than the rest
 CEILING_RGB = np.uint32(225 | 222 << 8 | 215 << 16)  # packed 0x00BBGGRR
 
@@ -92,6 +93,23 @@ def clearance_map(occupancy):
     return out
 
 
+def floor_image(scene: Scene, atlas: np.ndarray) -> np.ndarray:
+    """The whole floor, textured per room, at FLOOR_TEXELS_PER_M: (z texels, x texels) uint32.
+
+    Baked once so a floor pixel costs one lookup instead of a cell lookup plus a texture lookup.
+    """
+    rows, cols = scene.occupancy.shape
+    xs = scene.origin[0] + (np.arange(round(cols * scene.cell_size * FLOOR_TEXELS_PER_M)) + 0.5) / FLOOR_TEXELS_PER_M
+    zs = scene.origin[1] + (np.arange(round(rows * scene.cell_size * FLOOR_TEXELS_PER_M)) + 0.5) / FLOOR_TEXELS_PER_M
+    cell_c = np.clip(((xs - scene.origin[0]) / scene.cell_size).astype(int), 0, cols - 1)
+    cell_r = np.clip(((zs - scene.origin[1]) / scene.cell_size).astype(int), 0, rows - 1)
+    texels = atlas.shape[2]
+    tex_c = np.floor(xs * texels / TILE_M).astype(int) & (texels - 1)
+    tex_r = np.floor(zs * texels / TILE_M).astype(int) & (texels - 1)
+    ids = (scene.texture % N_TEXTURES)[cell_r[:, None], cell_c[None, :]]
+    return np.ascontiguousarray(atlas[0][ids, tex_r[:, None], tex_c[None, :]])
+
+
 @njit(cache=True, fastmath=True)
 def _row_span(v_lo, v_hi, inv_tanv, half_h, height):
     """Image rows [first, last] whose pixel centres have v (up = positive) within [v_lo, v_hi]."""
@@ -101,28 +119,25 @@ def _row_span(v_lo, v_hi, inv_tanv, half_h, height):
 
 
 @njit(cache=True, fastmath=True)
-def _draw_planes(rgb, depth, i, first, last, horizon, texture, atlas, origin_x, origin_z, inv_cell, tex_scale,
-                 pos_x, pos_z, dir_x, dir_z, row_plane_depth, max_depth):
-    """Ceiling (rows above `horizon`) and floor, textured by the cell under it, in rows first..last."""
-    rows, cols = texture.shape
-    mask = atlas.shape[2] - 1
+def _draw_planes(rgb, depth, i, first, last, horizon, floor_image, floor_x, floor_z, floor_scale,
+                 dir_x, dir_z, row_plane_depth, max_depth):
+    """Ceiling (rows above `horizon`) and the pre-textured floor image in rows first..last."""
+    size_z, size_x = floor_image.shape
     for j in range(first, min(last + 1, horizon)):
         depth[j, i] = min(row_plane_depth[j], max_depth)
         rgb[j, i] = CEILING_RGB
     for j in range(max(first, horizon), last + 1):
         t = row_plane_depth[j]
         depth[j, i] = min(t, max_depth)
-        wx, wz = pos_x + t * dir_x, pos_z + t * dir_z
-        rr = min(max(int(math.floor((wz - origin_z) * inv_cell)), 0), rows - 1)
-        cc = min(max(int(math.floor((wx - origin_x) * inv_cell)), 0), cols - 1)
-        tx = int(math.floor(wx * tex_scale)) & mask
-        tz = int(math.floor(wz * tex_scale)) & mask
-        rgb[j, i] = atlas[0, texture[rr, cc], tz, tx]
+        # truncation == floor here: negative values are clamped to 0 anyway
+        fx = min(max(int(floor_x + t * dir_x * floor_scale), 0), size_x - 1)
+        fz = min(max(int(floor_z + t * dir_z * floor_scale), 0), size_z - 1)
+        rgb[j, i] = floor_image[fz, fx]
 
 
 @njit(cache=True, fastmath=True)
 def _render_kernel(
-    occupancy, texture, clearance, origin_x, origin_z, cell, atlas, pos_x, pos_z, heading,
+    occupancy, texture, clearance, floor_image, origin_x, origin_z, cell, atlas, pos_x, pos_z, heading,
     col_u, row_v, inv_tanv, horizon, row_plane_depth, cam_h, wall_h, furn_h, max_depth,
     rgb, rgb_bytes, depth, rgb_out, depth_out,
 ):
@@ -146,6 +161,8 @@ def _render_kernel(
     fwd_x, fwd_z = -math.sin(heading), -math.cos(heading)
     right_x, right_z = math.cos(heading), -math.sin(heading)
     gx, gz = (pos_x - origin_x) * inv_cell, (pos_z - origin_z) * inv_cell
+    floor_scale = floor_image.shape[1] / (cols * cell)  # floor texels per metre
+    floor_x, floor_z = (pos_x - origin_x) * floor_scale, (pos_z - origin_z) * floor_scale
     for i in range(width):
         dir_x = fwd_x + col_u[i] * right_x
         dir_z = fwd_z + col_u[i] * right_z
@@ -189,8 +206,8 @@ def _render_kernel(
             face_top = wall_h if kind == WALL else furn_h
             first, last = _row_span(-cam_h / t, (face_top - cam_h) / t, inv_tanv, half_h, height)
             last = min(last, top - 1)
-            _draw_planes(rgb, depth, i, last + 1, top - 1, horizon, texture, atlas, origin_x, origin_z,
-                         inv_cell, tex_scale, pos_x, pos_z, dir_x, dir_z, row_plane_depth, max_depth)
+            _draw_planes(rgb, depth, i, last + 1, top - 1, horizon, floor_image, floor_x, floor_z, floor_scale,
+                         dir_x, dir_z, row_plane_depth, max_depth)
             top = min(top, last + 1)
             if first <= last:
                 along = pos_x + t * dir_x if crossed_z else pos_z + t * dir_z
@@ -217,8 +234,8 @@ def _render_kernel(
                 depth[j, i] = min(tp, max_depth)
             if first <= last:
                 top = first
-        _draw_planes(rgb, depth, i, 0, top - 1, horizon, texture, atlas, origin_x, origin_z,
-                     inv_cell, tex_scale, pos_x, pos_z, dir_x, dir_z, row_plane_depth, max_depth)
+        _draw_planes(rgb, depth, i, 0, top - 1, horizon, floor_image, floor_x, floor_z, floor_scale,
+                     dir_x, dir_z, row_plane_depth, max_depth)
     rgb_rows = rgb_out.reshape(height, width * 3)
     depth_rows = depth_out.reshape(height, width)
     for j in range(height):
@@ -267,6 +284,7 @@ class RGBDRenderer:
         self._texture = np.ascontiguousarray(scene.texture % N_TEXTURES).astype(np.uint8)
         self._atlas = texture_atlas()
         self._clearance = clearance_map(self._occupancy)
+        self._floor = floor_image(scene, self._atlas)
         tanh = math.tan(math.radians(hfov_deg) / 2.0)
         tanv = tanh * self.height / self.width
         self._col_u = ((2.0 * (np.arange(self.width) + 0.5) / self.width - 1.0) * tanh).astype(np.float64)
@@ -304,7 +322,7 @@ class RGBDRenderer:
                 f" got {rgb_out.shape} and {depth_out.shape}"
             )
         _render_kernel(
-            self._occupancy, self._texture, self._clearance, float(self.scene.origin[0]), float(self.scene.origin[1]),
+            self._occupancy, self._texture, self._clearance, self._floor, float(self.scene.origin[0]), float(self.scene.origin[1]),
             float(self.scene.cell_size), self._atlas, float(position[0]), float(position[2]), float(heading),
             self._col_u, self._row_v, self._inv_tanv, self._horizon, self._row_plane_depth, self.camera_height, self.wall_height,
             FURNITURE_HEIGHT_M, self.max_depth, self._rgb_rows, self._rgb_bytes, self._depth_rows, rgb_out, depth_out,
@@ -359,7 +377,7 @@ def topdown_map(scene: Scene, *, path=None, agent=None, goal=None, scale: int = 
     return image
 
 
-def benchmark_steps_per_second(resolution: int, n_steps: int = 20000, *, seed: int = 0) -> float:
+def benchmark_steps_per_second(resolution: int, n_steps: int = 20000, *, seed: int = 0, clock=time.perf_counter) -> float:
     """Steps per second of (random action: forward / turn, then render) on a generated apartment.
 
     Measures the simulator core alone (no Python env wrapper), single-threaded, after warm-up.
@@ -367,6 +385,7 @@ def benchmark_steps_per_second(resolution: int, n_steps: int = 20000, *, seed: i
     :param resolution: square image side in pixels.
     :param n_steps: steps timed.
     :param seed: scene and action seed.
+    :param clock: time source; time.thread_time gives CPU time, steadier on a shared machine.
     """
     from envs.motion import move_forward
     from envs.navgrid import NavGrid
@@ -383,11 +402,11 @@ def benchmark_steps_per_second(resolution: int, n_steps: int = 20000, *, seed: i
     renderer.render_into(position, heading, rgb, depth)  # compile / warm up
     move_forward(grid, position, heading)
     turn = math.radians(10.0)
-    start = time.perf_counter()
+    start = clock()
     for action in actions:
         if action == 0:
             position, _ = move_forward(grid, position, heading)
         else:
             heading += turn if action == 1 else -turn
         renderer.render_into(position, heading, rgb, depth)
-    return n_steps / (time.perf_counter() - start)
+    return n_steps / (clock() - start)
