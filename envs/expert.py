@@ -35,6 +35,7 @@ class ShortestPathExpert:
     def __init__(self, sim: ContinualSideSim, goal_radius: float = 0.2):
         self.sim = sim
         self.goal_radius = float(goal_radius)
+        self._half_turn = math.radians(float(sim.habitat_config.turn_angle)) / 2
 
     def get_next_action(self, goal_position) -> int:
         """The next action (HabitatSimActions value == the Nav task's action index) towards a goal.
@@ -55,8 +56,7 @@ class ShortestPathExpert:
         )
         wanted = math.atan2(-(target[0] - state.position[0]), -(target[2] - state.position[2]))
         error = (wanted - quaternion_to_heading(state.rotation) + math.pi) % (2 * math.pi) - math.pi
-        half_turn = math.radians(float(self.sim.habitat_config.turn_angle)) / 2
-        if abs(error) <= half_turn + 1e-6:
+        if abs(error) <= self._half_turn + 1e-6:
             return MOVE_FORWARD
         return TURN_LEFT if error > 0 else TURN_RIGHT
 

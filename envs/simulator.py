@@ -56,6 +56,11 @@ def load_scene(scene_id: str) -> Scene:
     return load_builtin_scene(name) if prefix else Scene.load(scene_id)
 
 
+def wrap_angle(angle: float) -> float:
+    """The same angle in [-pi, pi), so heading quaternions keep w >= 0 (one sign per rotation)."""
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
 def heading_to_quaternion(heading: float) -> quaternion.quaternion:
     """Rotation by `heading` radians about +y (habitat's yaw)."""
     return quaternion.quaternion(math.cos(heading / 2), 0.0, math.sin(heading / 2), 0.0)
@@ -170,6 +175,10 @@ class ContinualSideSim(Simulator):
     def __init__(self, config) -> None:
         super().__init__()
         self.habitat_config = config
+        agent = get_agent_config(config)
+        self._agent_radius = float(agent.radius)
+        self._forward_step = float(config.forward_step_size)
+        self._turn = math.radians(float(config.turn_angle))
         self._scenes: dict[str, _SceneState] = {}
         self._rng = np.random.default_rng(config.seed)
         self._position = np.zeros(3, dtype=np.float32)
@@ -178,21 +187,10 @@ class ContinualSideSim(Simulator):
         self._observation_id = 0
         self._frames: dict[tuple, tuple[int, np.ndarray, np.ndarray]] = {}
         self._action_space = spaces.Discrete(len(HabitatSimActions))
-        self._configure(config)
+        self._sensor_suite = SensorSuite(self._make_sensors(agent.sim_sensors))
+        self.reconfigure(config)
 
     # --- configuration ---------------------------------------------------------------------------
-    def _configure(self, config) -> None:
-        self.habitat_config = config
-        agent = get_agent_config(config)
-        self._forward_step = float(config.forward_step_size)
-        self._turn = math.radians(float(config.turn_angle))
-        key = str(config.scene)
-        if key not in self._scenes:
-            self._scenes[key] = _SceneState(load_scene(key), agent_radius=float(agent.radius))
-        self._state = self._scenes[key]
-        self._sensor_suite = SensorSuite(self._make_sensors(agent.sim_sensors))
-        self._frames.clear()
-
     def _make_sensors(self, sensor_configs) -> list:
         configs = list(sensor_configs.values())
         unknown = [c.type for c in configs if c.type not in (RGB_SENSOR_TYPE, DEPTH_SENSOR_TYPE)]
@@ -215,12 +213,22 @@ class ContinualSideSim(Simulator):
         return sensors
 
     def reconfigure(self, config, episode=None) -> None:
-        """Load the config's scene (kept in memory for later episodes) and place the agent at the
-        config's start state when it is set."""
-        self._configure(config)
+        """Switch to the config's scene (scenes stay loaded) and take its agent start state.
+
+        Sensors, step size, turn angle and agent radius are read once, when the simulator is
+        built: habitat's Nav task only changes the scene and start state between episodes, and
+        reading an OmegaConf config costs milliseconds.
+        """
+        self.habitat_config = config
+        key = str(config.scene)
+        if key not in self._scenes:
+            self._scenes[key] = _SceneState(load_scene(key), agent_radius=self._agent_radius)
+        self._state = self._scenes[key]
         agent = get_agent_config(config)
+        self._start = None
         if agent.is_set_start_state:
-            self.set_agent_state(agent.start_position, agent.start_rotation)
+            self._start = ([float(v) for v in agent.start_position], [float(v) for v in agent.start_rotation])
+            self.set_agent_state(*self._start)
 
     def seed(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)
@@ -244,9 +252,8 @@ class ContinualSideSim(Simulator):
 
     def reset(self) -> Observations:
         """Agent back to the config's start state (or a random navigable pose); first observations."""
-        agent = get_agent_config(self.habitat_config)
-        if agent.is_set_start_state:
-            self.set_agent_state(agent.start_position, agent.start_rotation)
+        if self._start is not None:
+            self.set_agent_state(*self._start)
         else:
             self.set_agent_state(self.sample_navigable_point(), heading_to_quaternion(self._rng.uniform(0, 2 * math.pi)))
         return self._observe()
@@ -259,9 +266,9 @@ class ContinualSideSim(Simulator):
                 self._state.grid, self._position, self._heading, self._forward_step
             )
         elif action == HabitatSimActions.turn_left:
-            self._heading = (self._heading + self._turn) % (2 * math.pi)
+            self._heading = wrap_angle(self._heading + self._turn)
         elif action == HabitatSimActions.turn_right:
-            self._heading = (self._heading - self._turn) % (2 * math.pi)
+            self._heading = wrap_angle(self._heading - self._turn)
         elif action is not None and action != HabitatSimActions.stop:
             raise ValueError(f"unknown action {action!r}: expected one of {list(HabitatSimActions)}")
         return self._observe()
@@ -299,7 +306,7 @@ class ContinualSideSim(Simulator):
         :param rotation: numpy-quaternion or [x, y, z, w]; only its yaw is kept.
         """
         self._position = np.asarray(position, dtype=np.float32).reshape(3).copy()
-        self._heading = quaternion_to_heading(rotation) % (2 * math.pi)
+        self._heading = wrap_angle(quaternion_to_heading(rotation))
         self._collided = False
         return True
 
