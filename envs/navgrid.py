@@ -211,6 +211,42 @@ def _theta_star_field(nav, goal_r, goal_c):
     return dist, parent
 
 
+@njit(cache=True)
+def _trace_path(nav, parent, ar, ac, br, bc, start, goal, out):
+    """Write the path from grid point (ar, ac) in cell `start` to (br, bc) in cell `goal` into out
+    (rows of (row, col)) along the parent chain of goal's field; returns the vertex count, 0 if
+    unreachable. The end points replace the centres of their cells where they see the next vertex
+    directly, so the path is string-pulled at both ends too."""
+    cols = nav.shape[1]
+    if parent[start] < 0:
+        return 0
+    out[0, 0], out[0, 1] = ar, ac
+    n = 1
+    if start != goal:
+        p = parent[start]
+        if not segment_clear(nav, ar, ac, p // cols + 0.5, p % cols + 0.5):
+            out[n, 0], out[n, 1] = start // cols + 0.5, start % cols + 0.5
+            n += 1
+        cell = p
+        while cell != goal:
+            out[n, 0], out[n, 1] = cell // cols + 0.5, cell % cols + 0.5
+            n += 1
+            cell = parent[cell]
+        if not segment_clear(nav, out[n - 1, 0], out[n - 1, 1], br, bc):
+            out[n, 0], out[n, 1] = goal // cols + 0.5, goal % cols + 0.5
+            n += 1
+    out[n, 0], out[n, 1] = br, bc
+    return n + 1
+
+
+@njit(cache=True)
+def _polyline_length(points, count):
+    total = 0.0
+    for k in range(1, count):
+        total += math.hypot(points[k, 0] - points[k - 1, 0], points[k, 1] - points[k - 1, 1])
+    return total
+
+
 class NavGrid:
     """Navigable cells of a scene for an agent of a given radius, with geodesic distances.
 
@@ -231,6 +267,7 @@ class NavGrid:
         self.largest_label = int(np.argmax(sizes[1:]) + 1)
         self._largest_cells = np.flatnonzero(self.labels.ravel() == self.largest_label)
         self._fields: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._vertices = np.empty((self.navigable.size + 3, 2), dtype=np.float64)  # path scratch
 
     # --- coordinates -------------------------------------------------------------------------
     def _grid_coords(self, point) -> tuple[float, float]:
@@ -248,11 +285,6 @@ class NavGrid:
         rows, cols = self.navigable.shape
         return 0 <= r < rows and 0 <= c < cols and bool(self.navigable[r, c])
 
-    def _centre(self, flat: int, y: float) -> np.ndarray:
-        r, c = divmod(int(flat), self.navigable.shape[1])
-        x, z = self.scene.cell_to_world(r, c)
-        return np.array([x, y, z], dtype=np.float32)
-
     def is_navigable(self, point) -> bool:
         """Whether world point [x, y, z] lies in a navigable cell."""
         return self._cell_nav(*self._cell(point))
@@ -268,7 +300,10 @@ class NavGrid:
 
     def _snap(self, point) -> tuple[int, int] | None:
         """Cell of point, or the nearest navigable cell within 2 agent radii + 1 cell; None if none."""
-        r, c = self._cell(point)
+        return self._snap_coords(*self._grid_coords(point))
+
+    def _snap_coords(self, row: float, col: float) -> tuple[int, int] | None:
+        r, c = math.floor(row), math.floor(col)
         if self._cell_nav(r, c):
             return r, c
         reach = int(math.ceil(2 * self.agent_radius / self.cell_size)) + 1
@@ -305,42 +340,15 @@ class NavGrid:
             return np.full(self.navigable.shape, np.inf, dtype=np.float32)
         return self._field(cell)[0]
 
-    def _waypoints(self, a, b) -> list[np.ndarray] | None:
-        """String-pulled world points from a to b following the cached parent chain, or None."""
-        start, goal = self._snap(a), self._snap(b)
+    def _trace(self, a, b) -> int:
+        """Trace the path a -> b into self._vertices (grid units); returns its vertex count, 0 if none."""
+        (ar, ac), (br, bc) = self._grid_coords(a), self._grid_coords(b)
+        start, goal = self._snap_coords(ar, ac), self._snap_coords(br, bc)
         if start is None or goal is None:
-            return None
+            return 0
         _, parent = self._field(goal)
         cols = self.navigable.shape[1]
-        flat, goal_flat = start[0] * cols + start[1], goal[0] * cols + goal[1]
-        if parent[flat] < 0:
-            return None
-        y = float(a[1])
-        a_pt = np.array([a[0], y, a[2]], dtype=np.float32)
-        b_pt = np.array([b[0], y, b[2]], dtype=np.float32)
-        points = [a_pt]
-        # chain of cell centres from a's cell to the goal cell; a sees its cell's parent directly
-        # unless a sits at the edge of its cell, then it goes through its own cell centre first
-        chain = []
-        if flat != goal_flat and not self._clear(a_pt, self._centre(parent[flat], y)):
-            chain.append(flat)
-        while flat != goal_flat:
-            flat = int(parent[flat])
-            chain.append(flat)
-        if chain and chain[-1] == goal_flat:
-            chain.pop()  # replaced by b itself, unless b does not see the last centre directly
-            if chain and not self._clear(self._centre(chain[-1], y), b_pt):
-                chain.append(goal_flat)
-            elif not chain and not self._clear(a_pt, b_pt):
-                chain.append(goal_flat)
-        points.extend(self._centre(f, y) for f in chain)
-        points.append(b_pt)
-        return points
-
-    def _clear(self, p, q) -> bool:
-        pr, pc = self._grid_coords(p)
-        qr, qc = self._grid_coords(q)
-        return segment_clear(self.navigable, pr, pc, qr, qc)
+        return _trace_path(self.navigable, parent, ar, ac, br, bc, start[0] * cols + start[1], goal[0] * cols + goal[1], self._vertices)
 
     def geodesic_distance(self, a, b) -> float:
         """Metres along the shortest navigable (any-angle) path from a to b; math.inf if unreachable.
@@ -348,10 +356,8 @@ class NavGrid:
         :param a: world point [x, y, z].
         :param b: world point [x, y, z].
         """
-        points = self._waypoints(a, b)
-        if points is None:
-            return math.inf
-        return float(sum(math.hypot(q[0] - p[0], q[2] - p[2]) for p, q in zip(points, points[1:])))
+        count = self._trace(a, b)
+        return math.inf if count == 0 else float(_polyline_length(self._vertices, count) * self.cell_size)
 
     def shortest_path(self, a, b) -> list[np.ndarray]:
         """World points [x, y, z] from a to b; consecutive points are joined by straight navigable
@@ -360,4 +366,15 @@ class NavGrid:
         :param a: start point.
         :param b: goal point.
         """
-        return self._waypoints(a, b) or []
+        count = self._trace(a, b)
+        if count == 0:
+            return []
+        y = float(a[1])
+        rows_cols = self._vertices[:count]
+        path = [
+            np.array([self.origin[0] + c * self.cell_size, y, self.origin[1] + r * self.cell_size], dtype=np.float32)
+            for r, c in rows_cols
+        ]
+        path[0] = np.array([a[0], y, a[2]], dtype=np.float32)
+        path[-1] = np.array([b[0], y, b[2]], dtype=np.float32)
+        return path
