@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Annotated, Union
 
 import tyro
 
 from continual_side.errors import ContinualSideError
 from continual_side.methods import MethodConfig
 from continual_side.runner import RunConfig, RunOutcome, StreamConfig, run
+from envs.nav_demo import NavDemoConfig, run_nav_demo
 
 
 @dataclass
@@ -72,9 +74,23 @@ def stream(config: RunConfig) -> RunOutcome:
     return outcome
 
 
+@dataclass
+class NavCommand:
+    """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra)."""
+
+    command: tyro.conf.OmitSubcommandPrefixes[
+        Union[Annotated[NavDemoConfig, tyro.conf.subcommand("demo", prefix_name=False)],]
+    ]
+
+
+def nav(config: NavCommand) -> dict:
+    return run_nav_demo(config.command)
+
+
 COMMANDS = {
     "demo": (demo, DemoConfig),
     "stream": (stream, RunConfig),
+    "nav": (nav, NavCommand),
 }
 
 

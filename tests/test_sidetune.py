@@ -81,8 +81,8 @@ def test_usable_from_user_code_like_any_avalanche_strategy(cifar10_jpeg):
     bench = make_stream("split_cifar10", root=str(cifar10_jpeg), n_tasks=5, images_per_class=8,
                         test_images_per_class=4)
     model = SideTuneModel(resnet20(weights=True), merge="sum", side_init="random")
-    strategy = SideTuning(model, train_mb_size=16, train_epochs=1, eval_mb_size=64, device="cpu", evaluator=None)
+    strategy = SideTuning(model=model, train_mb_size=16, train_epochs=1, eval_mb_size=64, device="cpu", evaluator=None)
     strategy.train(bench.train_stream[0], num_workers=0)
     assert set(model.tasks) == {"0"}
     with pytest.raises(TypeError, match="SideTuneModel"):
-        SideTuning(resnet20(), train_mb_size=16)
+        SideTuning(model=resnet20(), train_mb_size=16)

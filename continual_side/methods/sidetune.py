@@ -66,7 +66,7 @@ class SideTuning(PerTaskStrategy):
         parameters into it before each experience; frozen ones get no gradient and never move.
     """
 
-    def __init__(self, model: SideTuneModel, optimizer: torch.optim.Optimizer | None = None, **kwargs) -> None:
+    def __init__(self, *, model: SideTuneModel, optimizer: torch.optim.Optimizer | None = None, **kwargs) -> None:
         if not isinstance(model, SideTuneModel):
             raise TypeError(f"SideTuning needs a SideTuneModel, got {type(model).__name__}")
         optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
