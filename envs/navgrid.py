@@ -15,6 +15,7 @@ from collections import OrderedDict
 import numpy as np
 from numba import njit
 
+from continual_side.errors import ConfigError
 from envs.scene import FREE, Scene
 
 FIELD_CACHE_SIZE = 32
@@ -32,7 +33,7 @@ def _navigable_mask(occupancy, radius_cells):
     nav = np.zeros((rows, cols), dtype=np.bool_)
     for r in range(rows):
         for c in range(cols):
-            if occupancy[r, c] != 0:
+            if occupancy[r, c] != FREE:
                 continue
             ok = True
             for dr in range(-reach, reach + 1):
@@ -42,7 +43,7 @@ def _navigable_mask(occupancy, radius_cells):
                     if gap_r * gap_r + gap_c * gap_c > radius_cells * radius_cells:
                         continue
                     rr, cc = r + dr, c + dc
-                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols or occupancy[rr, cc] != 0:
+                    if rr < 0 or rr >= rows or cc < 0 or cc >= cols or occupancy[rr, cc] != FREE:
                         ok = False
                         break
                 if not ok:
@@ -263,7 +264,9 @@ class NavGrid:
         self.navigable = _navigable_mask(np.ascontiguousarray(scene.occupancy), self.agent_radius / self.cell_size)
         self.labels, sizes = _components(self.navigable)
         if len(sizes) < 2:
-            raise ValueError(f"scene {scene.name!r} has no navigable cell for agent radius {agent_radius}")
+            raise ConfigError(
+                f"scene {scene.name!r} has no navigable cell for agent_radius {agent_radius} m: use a smaller radius"
+            )
         self.largest_label = int(np.argmax(sizes[1:]) + 1)
         self._largest_cells = np.flatnonzero(self.labels.ravel() == self.largest_label)
         self._fields: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()

@@ -15,6 +15,7 @@ import time
 import numpy as np
 from numba import njit
 
+from continual_side.errors import ConfigError
 from envs.scene import FURNITURE, N_TEXTURES, WALL, WALL_TEXTURES, Scene
 
 TEXELS = 64  # texels per texture tile side (power of two)
@@ -161,7 +162,7 @@ def _render_kernel(
     fwd_x, fwd_z = -math.sin(heading), -math.cos(heading)
     right_x, right_z = math.cos(heading), -math.sin(heading)
     gx, gz = (pos_x - origin_x) * inv_cell, (pos_z - origin_z) * inv_cell
-    floor_scale = floor_image.shape[1] / (cols * cell)  # floor texels per metre
+    floor_scale = float(FLOOR_TEXELS_PER_M)
     floor_x, floor_z = (pos_x - origin_x) * floor_scale, (pos_z - origin_z) * floor_scale
     for i in range(width):
         dir_x = fwd_x + col_u[i] * right_x
@@ -276,7 +277,7 @@ class RGBDRenderer:
         wall_height: float = 2.5,
     ):
         if not (0 < camera_height < wall_height):
-            raise ValueError(f"camera_height {camera_height} must lie between 0 and wall_height {wall_height}")
+            raise ConfigError(f"camera_height {camera_height} must lie between 0 and wall_height {wall_height}")
         self.scene = scene
         self.width, self.height = int(width), int(height)
         self.camera_height, self.max_depth, self.wall_height = float(camera_height), float(max_depth), float(wall_height)

@@ -6,6 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from continual_side.errors import ConfigError
+
 from envs.motion import move_forward
 from envs.navgrid import NavGrid
 from envs.render import RGBDRenderer, topdown_map
@@ -274,3 +276,13 @@ def test_topdown_map_draws_scene_path_agent_and_goal(apartment, apartment_grid):
     assert (image == (30, 80, 220)).all(axis=2).any()  # path
     row, col = 2 * (2.5 + 4.0) / CELL, 2 * (3.5 + 5.0) / CELL  # goal pixel (origin is (-5, -4))
     assert tuple(image[int(row), int(col)]) == (30, 180, 60)
+
+
+def test_bad_settings_raise_clear_errors():
+    with pytest.raises(ConfigError, match="agent_radius 1.0"):
+        NavGrid(empty_room(0.5, 0.5), agent_radius=1.0)
+    with pytest.raises(ConfigError, match="camera_height 3.0"):
+        RGBDRenderer(empty_room(1.0, 1.0), camera_height=3.0)
+    renderer = RGBDRenderer(empty_room(1.0, 1.0), width=8, height=8)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        renderer.render_into(pt(0.5, 0.5), 0.0, np.empty((8, 8, 3), np.uint8)[:, ::-1], np.empty((8, 8, 1), np.float32))
