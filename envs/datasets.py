@@ -25,10 +25,9 @@ from habitat.datasets.pointnav.pointnav_dataset import PointNavDatasetV1
 from habitat.datasets.pointnav.pointnav_generator import generate_pointnav_episode
 from habitat.tasks.nav.nav import NavigationEpisode
 
-SPLITS = ("train", "val", "test")
 SUCCESS_DISTANCE = 0.2
-# Geodesic-distance bins (metres, [low, high)). habitat's generator has none; these follow the
-# usual PointNav split of 1-3 / 3-5 / 5+ m, sized for apartments of about 10 x 8 m.
+# Geodesic-distance bins (metres, [low, high)). habitat's generator has none: ours, sized for
+# apartments of about 10 x 8 m; the lowest and highest edges are the generator's distance limits.
 DIFFICULTY_BINS: dict[str, tuple[float, float]] = {"easy": (1.0, 3.0), "medium": (3.0, 5.0), "hard": (5.0, 30.0)}
 
 

@@ -154,6 +154,7 @@ def test_expert_straight_line_spl_is_one(room, tmp_path):
         actions.append(expert.get_next_action([[2.5, 0, 1.5]]))
         env.step(actions[-1])
     metrics = env.get_metrics()
+    assert env.sim.get_straight_shortest_path_points([0.5, 0, 1.5], [2.5, 0, 1.5]) == [[0.5, 0, 1.5], [2.5, 0, 1.5]]
     assert actions == [FORWARD] * 8 + [STOP]
     assert metrics["success"] == 1.0
     assert metrics["spl"] == pytest.approx(1.0, abs=1e-5)
@@ -206,6 +207,7 @@ def test_sensors_follow_the_config(room, tmp_path):
     # turned 10 degrees left: the goal now lies 10 degrees to the right
     assert env.step(STOP)["pointgoal_with_gps_compass"][1] == pytest.approx(-math.radians(10), abs=1e-4)
     assert list(env.sim.up_vector) == [0, 1, 0] and list(env.sim.forward_vector) == [0, 0, -1]
+    assert env.sim.is_navigable([1.5, 0, 1.5]) and not env.sim.is_navigable([2.95, 0, 1.5])
 
 
 def test_unknown_sensor_type_is_a_config_error(room):
