@@ -178,9 +178,9 @@ def run(config: RunConfig) -> RunOutcome:
     trained_per_task = []
     start = time.perf_counter()
     for i, experience in enumerate(tqdm(benchmark.train_stream, desc="experiences", disable=not config.progress)):
-        strategy.train(experience, num_workers=0)
+        strategy.train(experience, **config.train.loader_options())
         trained_per_task.append(trainable_parameters(strategy.model))
-        metrics = strategy.eval(benchmark.test_stream, num_workers=0)
+        metrics = strategy.eval(benchmark.test_stream, **config.train.loader_options())
         for j, test_exp in enumerate(benchmark.test_stream):
             key = f"Top1_Acc_Exp/eval_phase/test_stream/Task{test_exp.task_label:03d}/Exp{j:03d}"
             acc[i, j] = metrics[key]

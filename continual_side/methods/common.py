@@ -21,6 +21,7 @@ from torch import nn
 
 from continual_side.errors import ConfigError
 from continual_side.models.backbones import CifarResNet, resnet20, resnet44
+from continual_side.models.feature_cache import CACHE_MODES, CacheMode, FeatureCache
 from continual_side.models.sidetuned import FrozenBase
 from continual_side.models.heads import make_head
 from continual_side.models.side import FeatureExtractor
@@ -45,6 +46,13 @@ class MethodConfig:
     :param ewc_lambda: EWC penalty weight (see ``methods/ewc.py`` for how it was chosen).
     :param lwf_alpha: LwF distillation weight.
     :param lwf_temperature: LwF softmax temperature.
+    :param feature_cache: reuse a frozen base's features (fixed for un-augmented inputs) across epochs,
+        methods and seeds: ``memory`` (this process), ``disk`` (also ``cache_dir``, so later runs
+        start warm) or ``off``. Results are the same either way.
+    :param cache_dir: folder of the disk feature cache; None: $CONTINUAL_SIDE_FEATURE_CACHE, else
+        ~/.cache/continual_side/features.
+    :param num_workers: DataLoader worker processes (0 loads in the main process).
+    :param pin_memory: pin host batches for faster copies to the GPU; None: on when device is cuda.
     """
 
     base: Literal["resnet44", "resnet20"] = "resnet44"
@@ -59,6 +67,17 @@ class MethodConfig:
     ewc_lambda: float = 100.0
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
+    feature_cache: CacheMode = "memory"
+    cache_dir: str | None = None
+    num_workers: int = 0
+    pin_memory: bool | None = None
+
+    def loader_options(self) -> dict:
+        """DataLoader keyword arguments for Avalanche's ``strategy.train`` and ``strategy.eval``."""
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers={self.num_workers}; use 0 (main process) or a positive count")
+        return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                "persistent_workers": self.num_workers > 0}
 
 
 def pretrained_base(config: MethodConfig) -> CifarResNet:
@@ -135,11 +154,49 @@ class PerTaskStrategy(SupervisedTemplate):
 
     Avalanche keeps Adam's moments across experiences by default; here each task's modules are
     new, so their optimizer state must be too (and parameters no longer in the model are dropped).
+    Evaluation loops run under ``torch.inference_mode`` (only the loop: modules that model adaptation
+    creates during evaluation must stay trainable).
     """
 
     def make_optimizer(self, **kwargs):
         kwargs.update(reset_optimizer_state=True, remove_params=True)
         return super().make_optimizer(**kwargs)
+
+    def eval_epoch(self, **kwargs):
+        with torch.inference_mode():
+            super().eval_epoch(**kwargs)
+
+
+class FeatureCacheSaver(BasePlugin):
+    """Writes a disk feature cache after each training experience and each evaluation."""
+
+    def __init__(self, cache: FeatureCache) -> None:
+        super().__init__()
+        self.cache = cache
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.cache.save()
+
+    def after_eval(self, strategy, **kwargs):
+        self.cache.save()
+
+
+def attach_feature_cache(model: nn.Module, config: MethodConfig) -> FeatureCache | None:
+    """Give every :class:`FrozenBase` in ``model`` the configured feature cache (one shared object).
+
+    Every method built through :func:`per_task_strategy` gets it this way, without code of its own.
+
+    :return: the cache, or None when ``config.feature_cache`` is off or the model has no FrozenBase.
+    """
+    if config.feature_cache not in CACHE_MODES:
+        raise ConfigError(f"feature_cache={config.feature_cache!r}; choose one of {', '.join(CACHE_MODES)}")
+    bases = [m for m in model.modules() if isinstance(m, FrozenBase)]
+    if config.feature_cache == "off" or not bases:
+        return None
+    cache = FeatureCache(config.feature_cache, config.cache_dir)
+    for base in bases:
+        base.cache = cache
+    return cache
 
 
 class SharedBaseModel(TaskModules):
@@ -183,6 +240,9 @@ def per_task_strategy(
     :param strategy_cls: a :class:`PerTaskStrategy` subclass that takes the same keyword arguments.
     """
     check_device(config.device)
+    cache = attach_feature_cache(model, config)
+    if cache is not None and cache.mode == "disk":
+        method_plugins = [*method_plugins, FeatureCacheSaver(cache)]
     return strategy_cls(
         model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),

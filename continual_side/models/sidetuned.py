@@ -5,18 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from continual_side.models.feature_cache import FeatureCache
+
 
 class FrozenBase(nn.Module):
     """A network whose `features` never change: no gradients, and always in eval mode.
 
     Staying in eval mode matters as much as requires_grad=False: a BatchNorm in train mode would
-    update its running statistics on every forward pass.
+    update its running statistics on every forward pass. Together they make the features a fixed
+    function of (weights, input), which is what lets a :class:`FeatureCache` serve them.
+
+    :param network: has ``features(x)`` and ``feature_dim``.
+    :param cache: serves features computed before; None runs the network on every call.
     """
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, cache: FeatureCache | None = None):
         super().__init__()
         self.network = network.requires_grad_(False).eval()
         self.feature_dim = network.feature_dim
+        self.cache = cache
 
     def train(self, mode: bool = True) -> FrozenBase:
         """Record the mode as usual but keep the wrapped network in eval mode."""
@@ -26,6 +33,8 @@ class FrozenBase(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network's features, (B, feature_dim), computed without building a graph."""
+        if self.cache is not None:
+            return self.cache.features(self.network, x)
         with torch.no_grad():
             return self.network.features(x)
 
