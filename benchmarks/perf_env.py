@@ -30,7 +30,7 @@ import tyro
 
 @dataclass
 class PerfConfig:
-    """Benchmark settings.
+    """Steps per second of the simulator, habitat.Env and the gymnasium step, one core, several sizes.
 
     :param resolutions: square RGB-D sizes.
     :param steps: timed steps per layer and size.

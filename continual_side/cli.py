@@ -6,15 +6,18 @@ with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Union
 
 import tyro
 
-from continual_side.errors import ContinualSideError
+from continual_side.errors import ConfigError, ContinualSideError
 from continual_side.methods import MethodConfig
 from continual_side.runner import RunConfig, RunOutcome, StreamConfig, run
+from benchmarks.perf_env import PerfConfig as NavPerfConfig
+from benchmarks.perf_env import main as run_nav_perf
 from envs.nav_demo import NavDemoConfig, run_nav_demo
 
 
@@ -79,11 +82,18 @@ class NavCommand:
     """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra)."""
 
     command: tyro.conf.OmitSubcommandPrefixes[
-        Union[Annotated[NavDemoConfig, tyro.conf.subcommand("demo", prefix_name=False)],]
+        Union[
+            Annotated[NavDemoConfig, tyro.conf.subcommand("demo", prefix_name=False)],
+            Annotated[NavPerfConfig, tyro.conf.subcommand("perf", prefix_name=False)],
+        ]
     ]
 
 
 def nav(config: NavCommand) -> dict:
+    if importlib.util.find_spec("habitat") is None:
+        raise ConfigError("navigation needs habitat-lab: install the extra with pip install -e '.[habitat]'")
+    if isinstance(config.command, NavPerfConfig):
+        return run_nav_perf(config.command)
     return run_nav_demo(config.command)
 
 

@@ -19,7 +19,7 @@ from continual_side.errors import ConfigError
 
 @dataclass
 class NavDemoConfig:
-    """One expert episode.
+    """A shortest-path expert plays one PointNav episode; prints success and SPL, writes a top-down map.
 
     :param scene: built-in scene whose episodes are used (see envs.scene.builtin_scene_names).
     :param split: dataset split holding the episodes.
