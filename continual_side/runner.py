@@ -144,6 +144,15 @@ def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def run_evaluator(loggers: list | tuple = ()) -> EvaluationPlugin:
+    """The metrics every run records (accuracy and loss per epoch and per experience)."""
+    return EvaluationPlugin(
+        accuracy_metrics(epoch=True, experience=True),
+        loss_metrics(epoch=True, experience=True),
+        loggers=list(loggers),
+    )
+
+
 def run(config: RunConfig) -> RunOutcome:
     """Train ``config.method`` over ``config.stream`` and write the run folder.
 
@@ -161,11 +170,7 @@ def run(config: RunConfig) -> RunOutcome:
         from avalanche.logging import TensorboardLogger
 
         loggers.append(TensorboardLogger(writer.path / "tensorboard"))
-    evaluator = EvaluationPlugin(
-        accuracy_metrics(epoch=True, experience=True),
-        loss_metrics(epoch=True, experience=True),
-        loggers=loggers,
-    )
+    evaluator = run_evaluator(loggers)
     strategy = build_strategy(
         config.method,
         config.train,
