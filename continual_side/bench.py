@@ -44,8 +44,10 @@ from continual_side.runner import RunConfig, StreamConfig
 ALL_METHODS = "all"
 COMPARISON_DIR = "comparison"
 SEED_PREFIX = "seed-"
-# RunConfig fields that do not change what a run computes: ignored when comparing settings.
-NOT_SETTINGS = ("method", "seed", "out", "tensorboard", "progress", "overwrite")
+# RunConfig fields (flattened) that do not change what a run learns: ignored when comparing settings,
+# so a sweep can resume on another device.
+NOT_SETTINGS = ("method", "seed", "out", "tensorboard", "progress", "overwrite", "train.device",
+                "train.eval_batch_size")
 
 
 @dataclass

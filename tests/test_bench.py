@@ -110,6 +110,15 @@ def test_one_seed_shows_zero_std_with_n_1_and_lists_differences(fake_out):
     assert "Runs differ in: train.epochs" in markdown
 
 
+def test_aggregate_only_trains_nothing_and_honours_methods(fake_out, counted_runs):
+    data = StreamConfig(stream="split_cifar10")
+    table = run_bench(BenchConfig(data=data, out=str(fake_out), aggregate_only=True, progress=False))
+    assert [row.method for row in table.rows] == ["sidetune", "toy"]
+    only = run_bench(BenchConfig(data=data, methods=("toy",), out=str(fake_out), aggregate_only=True))
+    assert [row.method for row in only.rows] == ["toy"]
+    assert counted_runs == []
+
+
 def test_aggregate_without_runs_is_an_error(tmp_path):
     with pytest.raises(RunFolderError, match="does not exist"):
         aggregate(tmp_path, "split_cifar10")
