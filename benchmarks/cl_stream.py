@@ -7,9 +7,10 @@ curves.png, average_accuracy.png, final_accuracy.png). Same options as ``continu
 per task, ResNet-44 base pre-trained on CIFAR-10, FCN4 side distilled from it, alpha merge.
 
 (a) The README table: split CIFAR-10 from the shared JPEGs, 5 tasks x 2 classes, all methods,
-3 seeds, 500 train / 100 test images per class (the per-class counts of iCIFAR-100). On 2 CPU
-cores expect a few hours for the 21 runs; the full 5,000 images per class is 10 times slower (days),
-not practical on 2 CPU cores. Interrupt and rerun the same command to resume::
+3 seeds, 500 train / 100 test images per class (the per-class counts of iCIFAR-100). On 2 busy CPU
+cores one side-tuning run took 2m20s (83.8% average accuracy, seed 0); methods that train the base
+take longer, so expect a few hours for the 21 runs; the full 5,000 images per class is 10 times
+slower (days), not practical on 2 CPU cores. Interrupt and rerun the same command to resume::
 
     python -m benchmarks.cl_stream --stream split_cifar10 --data-root ../shared/data/cifar10-jpeg \\
         --n-tasks 5 --images-per-class 500 --test-images-per-class 100 --methods all --seeds 3 \\
