@@ -15,10 +15,16 @@ from avalanche.training.plugins.evaluation import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from continual_side.errors import ConfigError
-from continual_side.methods import sidetune
+from continual_side.methods import ewc, features, finetune, independent, lwf, pnn, sidetune
 from continual_side.methods.common import MethodConfig
 
 METHODS: dict[str, ModuleType] = {
+    "finetune": finetune,
+    "features": features,
+    "independent": independent,
+    "ewc": ewc,
+    "lwf": lwf,
+    "pnn": pnn,
     "sidetune": sidetune,
 }
 

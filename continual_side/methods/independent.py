@@ -1,0 +1,59 @@
+"""Independent networks: every task trains its own copy of the pre-trained network and head.
+
+The side-tuning paper's "independent" baseline (Zhang et al., ECCV 2020, arXiv:1912.13503): no
+transfer between tasks and no forgetting, at the price of one full network per task. The pre-trained
+network is kept frozen in ``pretrained`` (never run) as the starting point of every task's copy.
+Trained per task: ``tasks.<t>.base`` (the current task's copy of the network) and ``tasks.<t>.head``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from avalanche.core import BasePlugin
+from avalanche.training.plugins.evaluation import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+
+from continual_side.methods.common import (
+    MethodConfig,
+    TaskModules,
+    per_task_strategy,
+    pretrained_base,
+    trainable_features,
+)
+from continual_side.models.backbones import CifarResNet
+from continual_side.models.heads import make_head
+from continual_side.models.sidetuned import FrozenBase
+
+TRAINED_PER_TASK = "the current task's own copy of the pre-trained network and its linear head"
+
+
+class IndependentModel(TaskModules):
+    """One fresh copy of the pre-trained network plus a head per task.
+
+    :param pretrained: the pre-trained network each task's copy starts from; kept frozen.
+    """
+
+    def __init__(self, pretrained: CifarResNet) -> None:
+        super().__init__()
+        self.pretrained = FrozenBase(pretrained)
+
+    def new_task_module(self, n_classes: int) -> nn.Sequential:
+        base = trainable_features(self.pretrained.network)
+        return nn.Sequential(OrderedDict(base=base, head=make_head(base.feature_dim, n_classes)))
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        return self.task(task_label)(x)
+
+
+def build(
+    config: MethodConfig,
+    *,
+    plugins: Sequence[BasePlugin] = (),
+    evaluator: EvaluationPlugin | None = None,
+) -> SupervisedTemplate:
+    """One independently fine-tuned network per task."""
+    return per_task_strategy(IndependentModel(pretrained_base(config)), config, plugins=plugins, evaluator=evaluator)
