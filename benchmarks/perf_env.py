@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from continual_side.results import atomic_write_text
+
 
 @dataclass
 class PerfConfig:
@@ -141,9 +143,7 @@ def main(cfg: PerfConfig) -> dict:
             for where, share in rows:
                 print(f"  {share:6.1%}  {where}")
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, cfg.out)
+    atomic_write_text(cfg.out, json.dumps(results, indent=2))
     return results
 
 

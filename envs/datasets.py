@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from continual_side.errors import ConfigError, ContinualSideError
+from continual_side.results import atomic_write_bytes
 from habitat.config import read_write
 from habitat.datasets.pointnav.pointnav_dataset import PointNavDatasetV1
 from habitat.datasets.pointnav.pointnav_generator import generate_pointnav_episode
@@ -233,16 +233,7 @@ def write_episodes(path, episodes: list[NavigationEpisode]) -> Path:
     payload = gzip.compress(dataset.to_json().encode("utf-8"), mtime=0)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.gz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, payload)
     return path
 
 
