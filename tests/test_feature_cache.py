@@ -220,3 +220,39 @@ def test_bad_cache_and_loader_options_are_config_errors():
         build_strategy("sidetune", MethodConfig(base="resnet20", feature_cache="ram"))
     with pytest.raises(ConfigError, match="num_workers=-1"):
         MethodConfig(num_workers=-1).loader_options()
+
+
+def test_profiler_peak_is_the_running_maximum_of_allocations():
+    from continual_side.perf import profiler_peak_bytes
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        a = torch.empty(1 << 20, dtype=torch.uint8)
+        del a
+        b = torch.empty(3 << 18, dtype=torch.uint8)
+        c = torch.empty(1 << 18, dtype=torch.uint8)
+        del b, c
+    assert profiler_peak_bytes(prof) == 1 << 20
+
+
+def test_perf_measures_every_variant_on_the_same_batches(cifar10_jpeg, tmp_path):
+    import json
+
+    from continual_side.perf import PerfConfig, format_table, run_perf
+    from continual_side.runner import StreamConfig
+
+    out = tmp_path / "perf.json"
+    report = run_perf(PerfConfig(
+        data=StreamConfig(stream="split_cifar10", data_root=str(cifar10_jpeg), n_tasks=2, classes_per_task=2,
+                          images_per_class=16, test_images_per_class=2),
+        train=MethodConfig(base="resnet20", epochs=2, batch_size=16),
+        variants=("naive", "finetune", "sidetune", "features"), out=str(out),
+    ))
+    v = report["variants"]
+    assert report["same_batches"] and json.loads(out.read_text())["variants"] == v
+    assert v["naive"]["trainable_parameters"] == v["finetune"]["trainable_parameters"]
+    assert v["features"]["trainable_parameters"] == 64 * 2 + 2  # one linear head over the 64-d feature
+    assert all(r["images_per_epoch"] == 32 for r in v.values())
+    # no base activations kept for backward: the frozen-base methods need a fraction of fine-tuning's memory
+    assert v["features"]["peak_mb"] < v["sidetune"]["peak_mb"] < 0.5 * v["finetune"]["peak_mb"]
+    assert report["ratios_vs_finetune"]["finetune"]["epoch_s"] == 1.0
+    assert "| sidetune |" in format_table(report)
