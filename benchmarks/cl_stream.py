@@ -32,22 +32,8 @@ from __future__ import annotations
 
 import sys
 
-import tyro
-
-from continual_side.bench import BenchConfig, run_bench, table_markdown
-from continual_side.errors import ContinualSideError
-
-
-def main(argv: list[str] | None = None) -> None:
-    config = tyro.cli(BenchConfig, args=argv, description=__doc__)
-    try:
-        table = run_bench(config)
-    except ContinualSideError as error:
-        print(f"cl_stream: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(table_markdown(table))
-    print(f"comparison written to {table.folder}")
+from continual_side.cli import main
 
 
 if __name__ == "__main__":
-    main()
+    main(["bench", *sys.argv[1:]])

@@ -17,22 +17,8 @@ from __future__ import annotations
 
 import sys
 
-import tyro
-
-from continual_side.errors import ContinualSideError
-from continual_side.perf import PerfConfig, format_table, run_perf
-
-
-def main(argv: list[str] | None = None) -> None:
-    config = tyro.cli(PerfConfig, args=argv, description=__doc__)
-    try:
-        report = run_perf(config)
-    except ContinualSideError as error:
-        print(f"perf_cl: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(format_table(report))
-    print(f"results written to {config.out}")
+from continual_side.cli import main
 
 
 if __name__ == "__main__":
-    main()
+    main(["perf", *sys.argv[1:]])

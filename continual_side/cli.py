@@ -16,6 +16,7 @@ import tyro
 from continual_side.bench import BenchConfig, ComparisonTable, run_bench, table_markdown
 from continual_side.errors import ConfigError, ContinualSideError
 from continual_side.methods import MethodConfig
+from continual_side.perf import PerfConfig, format_table, run_perf
 from continual_side.runner import RunConfig, RunOutcome, StreamConfig, run
 from benchmarks.perf_env import PerfConfig as NavPerfConfig
 from benchmarks.perf_env import main as run_nav_perf
@@ -91,6 +92,14 @@ def bench(config: BenchConfig) -> ComparisonTable:
     return table
 
 
+def perf(config: PerfConfig) -> dict:
+    """Speed and memory of fine-tuning, side-tuning (cache off/on), features and Avalanche's Naive."""
+    report = run_perf(config)
+    print(format_table(report))
+    print(f"results written to {config.out}")
+    return report
+
+
 @dataclass
 class NavCommand:
     """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra)."""
@@ -115,6 +124,7 @@ COMMANDS = {
     "demo": (demo, DemoConfig),
     "stream": (stream, RunConfig),
     "bench": (bench, BenchConfig),
+    "perf": (perf, PerfConfig),
     "nav": (nav, NavCommand),
 }
 

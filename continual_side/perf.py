@@ -51,7 +51,7 @@ TARGETS = {  # (variant, reference, quantity): the issue's targets, ratio at mos
 
 @dataclass
 class PerfConfig:
-    """Which stream, model and variants to measure.
+    """Side-by-side speed and memory: fine-tuning, side-tuning (feature cache off/on), fixed features, Avalanche Naive.
 
     :param variants: any of naive (plain Avalanche Naive over the fine-tuning model), finetune,
         sidetune_nocache, sidetune (with the configured feature cache; memory if off), features.
