@@ -33,7 +33,6 @@ def _accuracy(model, images, targets) -> float:
     return (predictions == targets).double().mean().item()
 
 
-@pytest.mark.slow
 def test_resnet44_scores_over_80_percent_on_all_10000_test_jpegs(cifar10_jpeg):
     images, targets = _test_images(cifar10_jpeg)
     assert len(targets) == 10_000
@@ -42,19 +41,13 @@ def test_resnet44_scores_over_80_percent_on_all_10000_test_jpegs(cifar10_jpeg):
     assert accuracy >= 0.80  # 93.14% on the original test set, 82.67% measured on these JPEGs
 
 
-@pytest.mark.parametrize(
-    ("build", "least"),
-    [(resnet44, 0.80), (resnet20, 0.75)],  # measured: 0.821 and 0.804
-)
-def test_pretrained_resnets_score_well_on_1000_test_jpegs(
-    thousand_test_jpegs, shared_weights, monkeypatch, build, least
-):
+def test_resnet20_scores_over_75_percent_on_1000_test_jpegs(thousand_test_jpegs, shared_weights, monkeypatch):
     monkeypatch.setenv(hub.WEIGHTS_DIR_ENV, str(shared_weights))  # ResNet-20 is not packaged
     images, targets = thousand_test_jpegs
     assert len(targets) == 1000
-    accuracy = _accuracy(build(weights=True), images, targets)
-    print(f"{build.__name__} top-1 on 100 test JPEGs per class: {accuracy:.4f}")
-    assert accuracy >= least
+    accuracy = _accuracy(resnet20(weights=True), images, targets)
+    print(f"ResNet-20 top-1 on 100 test JPEGs per class: {accuracy:.4f}")
+    assert accuracy >= 0.75  # measured: 0.804
 
 
 def test_resnet_shapes_and_parameter_counts():
