@@ -64,11 +64,15 @@ def stream(cifar10_jpeg):
                        test_images_per_class=8)
 
 
+def task0_test_images(stream) -> torch.Tensor:
+    dataset = stream.test_stream[0].dataset
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
 def task0_logits(strategy, stream) -> torch.Tensor:
-    x = torch.stack([stream.test_stream[0].dataset[i][0] for i in range(len(stream.test_stream[0].dataset))])
     strategy.model.eval()
     with torch.no_grad():
-        return strategy.model(x, 0)
+        return strategy.model(task0_test_images(stream), 0)
 
 
 def train_two_tasks(method: str, stream, **config) -> TwoTasks:
@@ -127,6 +131,31 @@ def test_only_methods_sharing_a_trained_base_change_task0_outputs(run):
         assert not torch.equal(result.task0_logits_before.argmax(1), result.task0_logits_after.argmax(1))
 
 
+def test_evaluating_an_unseen_task_changes_nothing_trained(run, stream):
+    """The run loop evaluates future tasks too: their new modules must not touch existing ones."""
+    method, result = run
+    result.strategy.eval(stream.test_stream[2:3], num_workers=0)
+    now = tensors(result.strategy.model)
+    assert all(torch.equal(now[name], value) for name, value in result.after.items())
+    if method == "independent":  # task 2's copy starts from the pre-trained network, BatchNorm included
+        fresh = {n.removeprefix("tasks.2.base."): v for n, v in now.items() if n.startswith("tasks.2.base.")}
+        pretrained = {n.removeprefix("pretrained."): v for n, v in now.items() if n.startswith("pretrained.")}
+        assert fresh and all(torch.equal(v, pretrained[n]) for n, v in fresh.items() if n in pretrained)
+
+
+def test_pnn_column_takes_laterals_from_every_column_trained_before_it(stream):
+    RNGManager.set_random_seeds(0)
+    strategy = build_strategy("pnn", MethodConfig(base="resnet20", epochs=1, batch_size=16), evaluator=None)
+    model = strategy.model
+    strategy.train(stream.train_stream[0], num_workers=0)
+    strategy.eval(stream.test_stream, num_workers=0)  # placeholders for tasks 1-4, laterals from column 0
+    strategy.train(stream.train_stream[1], num_workers=0)
+    strategy.train(stream.train_stream[2], num_workers=0)
+    assert model.trained == ["0", "1", "2"]
+    assert [model.task(t).n_earlier for t in range(5)] == [0, 1, 2, 1, 1]
+    assert len(model.task(2).output.adapter.alphas) == 2  # Avalanche's MLP adapter over columns 0 and 1
+
+
 def test_ewc_penalty_keeps_the_base_closer_than_finetuning(stream):
     finetune = _runs.get("finetune") or train_two_tasks("finetune", stream)
     ewc = train_two_tasks("ewc", stream, ewc_lambda=1e4)
@@ -149,12 +178,12 @@ def test_lwf_teacher_is_the_previous_model_in_eval_mode(stream):
     teacher = plugin.lwf.prev_model
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     with torch.no_grad():  # the model as it was after the last task, as it predicts at test time
-        x = torch.stack([stream.test_stream[0].dataset[i][0] for i in range(len(stream.test_stream[0].dataset))])
-        assert torch.equal(teacher(x, 0), result.task0_logits_after)
+        assert torch.equal(teacher(task0_test_images(stream), 0), result.task0_logits_after)
     # it distils exactly the heads (and classes) trained so far
     assert dict(plugin.lwf.prev_classes_by_task) == {0: {0, 1}, 1: {0, 1}}
 
 
 def test_unknown_method_is_a_config_error_listing_the_methods():
-    with pytest.raises(ConfigError, match="unknown method 'nope'; choose one of finetune, features"):
+    with pytest.raises(ConfigError, match="unknown method 'nope'; choose one of") as error:
         build_strategy("nope", MethodConfig())
+    assert str(error.value).endswith(", ".join(METHODS)) and "pnn" in METHODS and "ewc" in METHODS

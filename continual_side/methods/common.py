@@ -64,7 +64,7 @@ class MethodConfig:
     batch_size: int = 128
     eval_batch_size: int = 256
     device: str = "cpu"
-    ewc_lambda: float = 100.0
+    ewc_lambda: float = 10000.0
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
     feature_cache: CacheMode = "memory"

@@ -10,14 +10,27 @@ the current task's head, as fine-tuning.
 
 Choosing lambda. The reference's 1e4 was tuned with its own optimiser and learning rate, and
 Avalanche's Fisher is the squared gradient of each mini-batch's mean loss (not per sample), so the
-value does not transfer. Sweep (``benchmarks``-style, run once by hand): split CIFAR-10, 5 tasks of
-2 classes, ResNet-20 base, 100 train / 100 test images per class, 2 epochs per task, Adam lr 1e-3,
-batch 32, seed 0; final average accuracy over tasks (ACC) and average forgetting (max earlier
-accuracy minus final accuracy, over tasks 0..3):
+value does not transfer. Sweep (run once by hand through ``runner.run``): split CIFAR-10, 5 tasks of
+2 classes, ResNet-20 base, 500 train / 200 test images per class, 2 epochs per task, Adam lr 1e-3,
+batch 128, seeds 0 and 1; ACC = final accuracy averaged over the 5 tasks, forgetting = best earlier
+minus final accuracy, averaged over tasks 0-3 (lambda 0 is plain fine-tuning):
 
-SWEEP_TABLE
+    lambda        ACC seed 0 / 1     forgetting seed 0 / 1
+    0             0.791 / 0.820      0.154 / 0.142
+    1             0.663 /   -        0.302 /   -
+    10            0.680 /   -        0.283 /   -
+    100           0.807 / 0.900      0.138 / 0.029
+    1e3           0.891 / 0.923      0.041 / 0.016
+    1e4           0.905 / 0.920      0.005 / 0.017
 
-CHOICE_TEXT
+Lambda 1 and 10 differ from fine-tuning only by run-to-run noise (the penalty is negligible there;
+computing the Fisher shifts the random stream), which is about +-0.1 ACC for single runs this short.
+1e4 is chosen: the best mean ACC (0.912 vs 0.907 for 1e3, within noise) and the least forgetting
+(0.011 vs 0.029), at a small cost in plasticity (accuracy on each task just after training it:
+0.904 / 0.930, fine-tuning 0.914 / 0.933, 1e3 0.917 / 0.933). That it equals the reference's value is
+the sweep's outcome, not a carry-over. On longer streams the "separate" penalties add up, so 1e3 is
+the candidate if plasticity suffers. Avalanche's Fisher shrinks with the batch size (squared
+mini-batch means), so keep batch 128 when reusing this lambda.
 """
 
 from __future__ import annotations
