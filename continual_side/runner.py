@@ -8,6 +8,7 @@ accuracy matrix R (R[i, j] = accuracy on task j after training on task i).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,7 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from tqdm.auto import tqdm
 
 from continual_side.methods import MethodConfig, build_strategy
-from continual_side.results import RunWriter
+from continual_side.results import RunWriter, run_folder
 from continual_side.streams import make_stream
 
 
@@ -69,7 +70,8 @@ class StreamConfig:
 class RunConfig:
     """One run: a method trained over a stream with one seed.
 
-    :param method: registered method name (see ``continual-side stream --help``).
+    :param method: a registered method: finetune, features, independent, ewc, lwf, pnn or sidetune
+        (``continual_side.methods.METHODS``).
     :param seed: random seed for initialisation and data order.
     :param out: root folder of the run folders (``<out>/<stream>/<method>/seed-<n>/``).
     :param tensorboard: also log to TensorBoard (Avalanche's TensorboardLogger) in the run folder.
@@ -98,9 +100,13 @@ class RunOutcome:
 
 
 class EpochProgress(SupervisedPlugin):
-    """tqdm bar over the epochs of the current experience; logs each epoch's loss and accuracy."""
+    """tqdm bar over the epochs of the current experience; logs each epoch's loss and accuracy.
 
-    def __init__(self, writer: RunWriter, enabled: bool) -> None:
+    :param enabled: show the bar.
+    :param writer: where epochs are logged; set once the run folder exists.
+    """
+
+    def __init__(self, enabled: bool, writer: RunWriter | None = None) -> None:
         super().__init__()
         self.writer = writer
         self.enabled = enabled
@@ -146,11 +152,13 @@ def trainable_parameters(model: torch.nn.Module) -> int:
 
 def run_evaluator(loggers: list | tuple = ()) -> EvaluationPlugin:
     """The metrics every run records (accuracy and loss per epoch and per experience)."""
-    return EvaluationPlugin(
-        accuracy_metrics(epoch=True, experience=True),
-        loss_metrics(epoch=True, experience=True),
-        loggers=list(loggers),
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "No loggers specified")  # the run folder is our log
+        return EvaluationPlugin(
+            accuracy_metrics(epoch=True, experience=True),
+            loss_metrics(epoch=True, experience=True),
+            loggers=list(loggers),
+        )
 
 
 def run(config: RunConfig) -> RunOutcome:
@@ -162,21 +170,18 @@ def run(config: RunConfig) -> RunOutcome:
     RNGManager.set_random_seeds(config.seed)
     benchmark = make_stream(config.data.stream, **config.data.options())
     task_names = ["+".join(classes) for classes in benchmark.classes_per_task]
-    writer = RunWriter(config.out, benchmark.stream_name, config.method, config.seed, overwrite=config.overwrite)
-    writer.write_config(asdict(config))
-
+    folder = run_folder(config.out, benchmark.stream_name, config.method, config.seed)
     loggers = []
     if config.tensorboard:
         from avalanche.logging import TensorboardLogger
 
-        loggers.append(TensorboardLogger(writer.path / "tensorboard"))
-    evaluator = run_evaluator(loggers)
-    strategy = build_strategy(
-        config.method,
-        config.train,
-        plugins=[EpochProgress(writer, config.progress)],
-        evaluator=evaluator,
-    )
+        loggers.append(TensorboardLogger(folder / "tensorboard"))
+    progress = EpochProgress(config.progress)
+    # a bad method, merge or device fails here, before a run folder is written
+    strategy = build_strategy(config.method, config.train, plugins=[progress], evaluator=run_evaluator(loggers))
+    writer = RunWriter(config.out, benchmark.stream_name, config.method, config.seed, overwrite=config.overwrite)
+    writer.write_config(asdict(config))
+    progress.writer = writer
 
     n_tasks = len(benchmark.train_stream)
     acc = np.zeros((n_tasks, n_tasks))
