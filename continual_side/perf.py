@@ -165,7 +165,7 @@ def variant_builders(config: MethodConfig, writer: RunWriter) -> dict[str, Calla
 
     def ours(method: str, method_config: MethodConfig):
         return lambda plugins: build_strategy(
-            method, method_config, plugins=[EpochProgress(writer, enabled=False), *plugins], evaluator=run_evaluator()
+            method, method_config, plugins=[EpochProgress(enabled=False, writer=writer), *plugins], evaluator=run_evaluator()
         )
 
     def naive(plugins):
