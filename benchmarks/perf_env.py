@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from continual_side.results import atomic_write_text
+from continual_side.atomic import atomic_write_text
 
 
 @dataclass

@@ -37,7 +37,8 @@ from continual_side.errors import ConfigError
 from continual_side.methods import MethodConfig, build_strategy
 from continual_side.methods.common import SharedBaseModel, check_device, pretrained_base, trainable_features
 from continual_side.models.feature_cache import clear_memory_caches
-from continual_side.results import RunWriter, atomic_write_text
+from continual_side.atomic import atomic_write_text
+from continual_side.results import RunWriter
 from continual_side.runner import EpochProgress, StreamConfig, run_evaluator, trainable_parameters
 from continual_side.streams import make_stream
 

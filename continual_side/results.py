@@ -10,9 +10,7 @@ import dataclasses
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from continual_side import __version__, metrics, plots
+from continual_side.atomic import atomic_write_bytes, atomic_write_text
 from continual_side.errors import ConfigError, ContinualSideError
 
 CONFIG_FILE = "config.json"
@@ -37,33 +36,6 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 class RunFolderError(ContinualSideError):
     """A run folder is missing a file, holds a malformed one, or would overwrite an earlier run."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    :param path: destination file; its folder must exist.
-    :param data: the whole new content.
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(data)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`.
-
-    :param path: destination file; its folder must exist.
-    :param text: the whole new content.
-    """
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_figure(figure: Figure, path: str | Path, *, dpi: int = 120) -> None:

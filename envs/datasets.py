@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from continual_side.errors import ConfigError, ContinualSideError
-from continual_side.results import atomic_write_bytes
+from continual_side.atomic import atomic_write_bytes
 from habitat.config import read_write
 from habitat.datasets.pointnav.pointnav_dataset import PointNavDatasetV1
 from habitat.datasets.pointnav.pointnav_generator import generate_pointnav_episode

@@ -7,13 +7,13 @@ of the scene with the agent's path, its final pose and the goal.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from continual_side.atomic import atomic_open
 from continual_side.errors import ConfigError
 
 
@@ -72,9 +72,8 @@ def run_nav_demo(cfg: NavDemoConfig) -> dict:
     image = topdown_map(env.sim.scene, path=path, agent=(state.position, quaternion_to_heading(state.rotation)), goal=goals[0])
     out = Path(cfg.out_dir) / f"{cfg.scene}_{cfg.split}_ep{cfg.episode}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".png.tmp")
-    Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with atomic_open(out) as handle:
+        Image.fromarray(np.ascontiguousarray(image)).save(handle, format="PNG")
     env.close()
     result = {
         "episode_id": env.current_episode.episode_id,

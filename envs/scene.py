@@ -8,14 +8,13 @@ x in [origin_x + col * cell, ...) and z in [origin_z + row * cell, ...).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from continual_side.atomic import atomic_open
 from continual_side.errors import ContinualSideError
 
 FREE, WALL, FURNITURE = 0, 1, 2
@@ -81,25 +80,17 @@ class Scene:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez_compressed(
-                    handle,
-                    format_version=np.int64(SCENE_FORMAT_VERSION),
-                    occupancy=self.occupancy,
-                    texture=self.texture,
-                    cell_size=np.float64(self.cell_size),
-                    origin=np.asarray(self.origin, dtype=np.float64),
-                    name=np.str_(self.name),
-                    seed=np.int64(-1 if self.seed is None else self.seed),
-                )
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; scene files are shared data
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path) as handle:
+            np.savez_compressed(
+                handle,
+                format_version=np.int64(SCENE_FORMAT_VERSION),
+                occupancy=self.occupancy,
+                texture=self.texture,
+                cell_size=np.float64(self.cell_size),
+                origin=np.asarray(self.origin, dtype=np.float64),
+                name=np.str_(self.name),
+                seed=np.int64(-1 if self.seed is None else self.seed),
+            )
 
     @classmethod
     def load(cls, path) -> "Scene":

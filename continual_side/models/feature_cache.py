@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from continual_side.atomic import atomic_open
 from continual_side.errors import ConfigError
 
 CacheMode = Literal["off", "memory", "disk"]
@@ -111,14 +111,8 @@ class FeatureStore:
         payload = {"format": FORMAT, "store_id": self.store_id, "keys": keys, "features": features,
                    "checksum": _checksum(keys, features)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(self.path) as handle:
+            torch.save(payload, handle)
         self.dirty = False
 
     def load(self, device: torch.device) -> None:
