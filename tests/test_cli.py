@@ -45,3 +45,19 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
 def test_bad_option_value_is_a_usage_error(capsys):
     code, _ = _run(["stream", "--epochs", "four"], capsys)
     assert code == 2
+
+
+def test_the_console_script_prints_exactly_one_line_on_a_user_error(tmp_path):
+    """As a user sees it: a fresh process, nothing on stderr but the error (no warnings, no traceback)."""
+    import subprocess
+    import sys
+
+    missing = tmp_path / "missing"
+    result = subprocess.run(
+        [sys.executable, "-c", "from continual_side.cli import main; main()", "stream", "--stream", "split_cifar10",
+         "--data-root", str(missing), "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("continual-side: error: ") and str(missing / "train") in result.stderr
