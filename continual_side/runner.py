@@ -91,12 +91,13 @@ class RunConfig:
 
 @dataclass
 class RunOutcome:
-    """What a finished run produced."""
+    """What a finished run produced, including the trained model (e.g. to inspect each task's alpha)."""
 
     acc_matrix: np.ndarray
     run_dir: Path
     summary: dict
     task_names: list[str]
+    model: torch.nn.Module
 
 
 class EpochProgress(SupervisedPlugin):
@@ -199,4 +200,4 @@ def run(config: RunConfig) -> RunOutcome:
 
     writer.write_acc_matrix(acc, task_names)
     summary = writer.write_summary(acc, wall_time_s=wall_time, trainable_parameters=max(trained_per_task))
-    return RunOutcome(acc_matrix=acc, run_dir=writer.path, summary=summary, task_names=task_names)
+    return RunOutcome(acc_matrix=acc, run_dir=writer.path, summary=summary, task_names=task_names, model=strategy.model)

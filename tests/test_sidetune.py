@@ -41,6 +41,15 @@ def test_side_tuning_has_exactly_zero_forgetting(three_task_run):
     assert np.diag(acc).mean() > 0.5
 
 
+def test_every_base_tensor_is_bit_identical_to_the_pretrained_weights_after_three_tasks(three_task_run):
+    pretrained = resnet20(weights=True).state_dict()
+    base = three_task_run.model.base.network.state_dict()
+    assert base.keys() == pretrained.keys()
+    for name, value in base.items():
+        assert torch.equal(value, pretrained[name]), f"base tensor {name} changed during the stream"
+    assert set(three_task_run.model.tasks) == {"0", "1", "2"}
+
+
 def test_run_folder_holds_every_file(three_task_run):
     names = {p.name for p in three_task_run.run_dir.iterdir()}
     assert {"config.json", "metrics.jsonl", "acc_matrix.csv", "summary.json",
