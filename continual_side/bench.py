@@ -86,8 +86,8 @@ class Stat:
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
         array = np.asarray(values, dtype=np.float64)
-        std = float(array.std(ddof=1)) if array.size > 1 else 0.0
-        return cls(mean=float(array.mean()), std=std, n=int(array.size))
+        mean, std = plots.mean_and_std(array)
+        return cls(mean=float(mean), std=float(std), n=int(array.size))
 
     def percent(self, sign: bool = False) -> str:
         return f"{100 * self.mean:{'+' if sign else ''}.2f} ± {100 * self.std:.2f}"
@@ -336,9 +336,7 @@ def per_task_curves(table: ComparisonTable) -> Figure:
     colours = colormaps["tab20" if count > 10 else "tab10"]
     for axes, row in zip(panels, table.rows):
         for j, name in enumerate(table.task_names):
-            seeds_curves = np.stack([metrics.accuracy_curves(R)[j] for R in row.matrices])
-            mean = seeds_curves.mean(axis=0)
-            std = seeds_curves.std(axis=0, ddof=1) if len(row.matrices) > 1 else np.zeros_like(mean)
+            mean, std = plots.mean_and_std(np.stack([metrics.accuracy_curves(R)[j] for R in row.matrices]))
             steps = np.arange(j + 1, count + 1)
             axes.plot(steps, mean, marker="o", markersize=3, color=colours(j % colours.N), label=name)
             axes.fill_between(steps, mean - std, mean + std, color=colours(j % colours.N), alpha=0.15)

@@ -31,7 +31,7 @@ def _checked_names(task_names: Sequence[str], count: int) -> list[str]:
     return names
 
 
-def _mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample standard deviation over axis 0 (std 0 for a single sample)."""
     ddof = 1 if samples.shape[0] > 1 else 0
     return samples.mean(axis=0), samples.std(axis=0, ddof=ddof)
@@ -109,7 +109,7 @@ def bar_with_error(values_by_method: Mapping[str, Sequence[float]], *,
     if not values_by_method or any(len(values) == 0 for values in values_by_method.values()):
         raise ConfigError(f"bar_with_error needs at least one value for every method; got {dict(values_by_method)}")
     methods = list(values_by_method)
-    stats = [_mean_and_std(np.asarray(values_by_method[m], dtype=np.float64)) for m in methods]
+    stats = [mean_and_std(np.asarray(values_by_method[m], dtype=np.float64)) for m in methods]
     figure = _new_figure(2.0 + 1.0 * len(methods), 4.5)
     axes = figure.add_subplot()
     labels = [f"{method}\n(n={len(values_by_method[method])})" for method in methods]
@@ -147,7 +147,7 @@ def method_curves(matrices_by_method: Mapping[str, Sequence[np.ndarray]], *,
     axes = figure.add_subplot()
     steps = np.arange(1, count + 1)
     for method, curves in curves_by_method.items():
-        mean, std = _mean_and_std(curves)
+        mean, std = mean_and_std(curves)
         (line,) = axes.plot(steps, mean, marker="o", markersize=3, label=f"{method} (n={curves.shape[0]})")
         axes.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     _steps_axis(axes, count)
