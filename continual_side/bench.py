@@ -86,7 +86,7 @@ class Stat:
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
         array = np.asarray(values, dtype=np.float64)
-        mean, std = plots.mean_and_std(array)
+        mean, std = metrics.mean_and_std(array)
         return cls(mean=float(mean), std=float(std), n=int(array.size))
 
     def percent(self, sign: bool = False) -> str:
@@ -336,7 +336,7 @@ def per_task_curves(table: ComparisonTable) -> Figure:
     colours = colormaps["tab20" if count > 10 else "tab10"]
     for axes, row in zip(panels, table.rows):
         for j, name in enumerate(table.task_names):
-            mean, std = plots.mean_and_std(np.stack([metrics.accuracy_curves(R)[j] for R in row.matrices]))
+            mean, std = metrics.mean_and_std(np.stack([metrics.accuracy_curves(R)[j] for R in row.matrices]))
             steps = np.arange(j + 1, count + 1)
             axes.plot(steps, mean, marker="o", markersize=3, color=colours(j % colours.N), label=name)
             axes.fill_between(steps, mean - std, mean + std, color=colours(j % colours.N), alpha=0.15)

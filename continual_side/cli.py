@@ -6,10 +6,11 @@ with code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
-from typing import Annotated, Union
+
 
 import tyro
 
@@ -18,9 +19,6 @@ from continual_side.errors import ConfigError, ContinualSideError
 from continual_side.methods import MethodConfig
 from continual_side.perf import PerfConfig, format_table, run_perf
 from continual_side.runner import RunConfig, RunOutcome, StreamConfig, run
-from benchmarks.perf_env import PerfConfig as NavPerfConfig
-from benchmarks.perf_env import main as run_nav_perf
-from envs.nav_demo import NavDemoConfig, run_nav_demo
 
 
 @dataclass
@@ -102,22 +100,18 @@ def perf(config: PerfConfig) -> dict:
 
 @dataclass
 class NavCommand:
-    """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra)."""
+    """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra).
 
-    command: tyro.conf.OmitSubcommandPrefixes[
-        Union[
-            Annotated[NavDemoConfig, tyro.conf.subcommand("demo", prefix_name=False)],
-            Annotated[NavPerfConfig, tyro.conf.subcommand("perf", prefix_name=False)],
-        ]
-    ]
+    Its subcommands live in ``envs.cli`` and are imported only when ``nav`` is the command, so no
+    other command loads habitat; ``continual-side nav --help`` lists them.
+    """
 
 
-def nav(config: NavCommand) -> dict:
+def run_nav(argv: list[str]) -> None:
+    """``continual-side nav ...``: hand the remaining arguments to the navigation package's CLI."""
     if importlib.util.find_spec("habitat") is None:
         raise ConfigError("navigation needs habitat-lab: install the extra with pip install -e '.[habitat]'")
-    if isinstance(config.command, NavPerfConfig):
-        return run_nav_perf(config.command)
-    return run_nav_demo(config.command)
+    importlib.import_module("envs.cli").main(argv)
 
 
 COMMANDS = {
@@ -125,22 +119,25 @@ COMMANDS = {
     "stream": (stream, RunConfig),
     "bench": (bench, BenchConfig),
     "perf": (perf, PerfConfig),
-    "nav": (nav, NavCommand),
+    "nav": (run_nav, NavCommand),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``continual-side`` console script."""
-    config = tyro.extras.subcommand_cli_from_dict(
-        {name: config_type for name, (_, config_type) in COMMANDS.items()},
-        args=argv,
-        prog="continual-side",
-        description="Side-tuning benchmarks for continual learning and embodied navigation.",
-    )
-    command = next(fn for fn, config_type in COMMANDS.values() if type(config) is config_type)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv[:1] == ["nav"]:
+            run_nav(argv[1:])
+            return
+        config = tyro.extras.subcommand_cli_from_dict(
+            {name: config_type for name, (_, config_type) in COMMANDS.items()},
+            args=argv,
+            prog="continual-side",
+            description="Side-tuning benchmarks for continual learning and embodied navigation.",
+        )
+        command = next(fn for fn, config_type in COMMANDS.values() if type(config) is config_type)
         command(config)
     except ContinualSideError as error:
         print(f"continual-side: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-

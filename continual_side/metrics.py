@@ -145,3 +145,9 @@ def average_accuracy_curve(R: np.ndarray) -> np.ndarray:
     """
     matrix = check_accuracy_matrix(R)
     return np.asarray([matrix[i, : i + 1].mean() for i in range(matrix.shape[0])])
+
+
+def mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation over axis 0 (std 0 for a single sample)."""
+    ddof = 1 if samples.shape[0] > 1 else 0
+    return samples.mean(axis=0), samples.std(axis=0, ddof=ddof)

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from continual_side.errors import ConfigError
-from continual_side.metrics import accuracy_curves, average_accuracy_curve, check_accuracy_matrix
+from continual_side.metrics import accuracy_curves, average_accuracy_curve, check_accuracy_matrix, mean_and_std
 
 NOT_TRAINED_COLOUR = "lightgrey"
 
@@ -29,12 +29,6 @@ def _checked_names(task_names: Sequence[str], count: int) -> list[str]:
     if len(names) != count:
         raise ConfigError(f"need one task name per task ({count}); got {len(names)}: {names}")
     return names
-
-
-def mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample standard deviation over axis 0 (std 0 for a single sample)."""
-    ddof = 1 if samples.shape[0] > 1 else 0
-    return samples.mean(axis=0), samples.std(axis=0, ddof=ddof)
 
 
 def _steps_axis(axes, count: int) -> None:
