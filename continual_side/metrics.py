@@ -151,3 +151,111 @@ def mean_and_std(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample standard deviation over axis 0 (std 0 for a single sample)."""
     ddof = 1 if samples.shape[0] > 1 else 0
     return samples.mean(axis=0), samples.std(axis=0, ddof=ddof)
+
+
+# Loss matrices: dense tasks (iTaskonomy) ------------------------------------------------------------
+#
+# ``L[i, j]`` is the test loss on task ``j`` after training on task ``i``. Losses of different tasks
+# have different units, so they are compared per task (rises, curves), never averaged into one score
+# across tasks. Entries with ``j > i`` (task not trained yet) are never read.
+
+LOSS_MATRIX_MEANING = "L[i, j] = test loss on task j after training on task i"
+
+
+def check_loss_matrix(L: np.ndarray) -> np.ndarray:
+    """Return ``L`` as a float64 array after checking its shape and that the entries read are losses.
+
+    Raises :class:`ConfigError` naming the first entry on or below the diagonal that is not a finite,
+    non-negative number.
+
+    :param L: T x T loss matrix.
+    """
+    try:
+        matrix = np.asarray(L, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"loss matrix must hold numbers ({LOSS_MATRIX_MEANING}); {error}") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ConfigError(
+            f"loss matrix must be a non-empty square T x T array ({LOSS_MATRIX_MEANING}); got shape {matrix.shape}"
+        )
+    for i, j in zip(*np.tril_indices(matrix.shape[0])):
+        if not np.isfinite(matrix[i, j]) or matrix[i, j] < 0.0:
+            raise ConfigError(
+                f"loss matrix entry L[{i}, {j}] = {matrix[i, j]} is not a finite non-negative loss; "
+                "evaluate every trained task after each training step"
+            )
+    return matrix
+
+
+def loss_forgetting_per_task(L: np.ndarray) -> np.ndarray:
+    """Forgetting of each task but the last, on its loss: Chaudhry et al.'s formula for losses.
+
+    ``g_j = L[T-1, j] - min_{l in j..T-2} L[l, j]`` for ``j = 0..T-2``: how far the final loss has
+    risen above the lowest loss the task had before the final step. It is
+    :func:`forgetting_per_task` with the accuracy ``R`` replaced by ``-L`` (lower loss is better), so
+    both read the same steps. It equals ``L[T-1, j] - L[j, j]`` when the loss was lowest right after
+    training on task ``j``, and is negative when the final loss is below every earlier one. Exact: a
+    task whose loss never changes (side-tuning's frozen base and per-task sides) has ``g_j == 0.0``.
+
+    :param L: T x T loss matrix.
+    :return: array of length ``T - 1`` (empty for ``T = 1``).
+    """
+    matrix = check_loss_matrix(L)
+    last = matrix.shape[0] - 1
+    lowest_before_last = [matrix[j:last, j].min() for j in range(last)]
+    return matrix[last, :last] - np.asarray(lowest_before_last, dtype=np.float64)
+
+
+def loss_forgetting(L: np.ndarray) -> float:
+    """Average loss forgetting ``(1/(T-1)) * sum_{j<T-1} g_j`` (see :func:`loss_forgetting_per_task`).
+
+    An average of loss rises in each task's own units: compare it between methods on one stream, not
+    between streams. A stream of one task forgets nothing: 0.0.
+
+    :param L: T x T loss matrix.
+    """
+    per_task = loss_forgetting_per_task(L)
+    return float(per_task.mean()) if per_task.size else 0.0
+
+
+def loss_curves(L: np.ndarray) -> list[np.ndarray]:
+    """Loss of each task over the stream, from the step it was learned on: ``curves[j] = L[j:, j]``.
+
+    :param L: T x T loss matrix.
+    :return: list of T arrays, of lengths T, T-1, ..., 1.
+    """
+    matrix = check_loss_matrix(L)
+    return [matrix[j:, j].copy() for j in range(matrix.shape[0])]
+
+
+def accuracy_summary(R: np.ndarray, tasks: list[int]) -> dict[str, float]:
+    """Accuracy metrics of the classification-like tasks of a stream whose other tasks have no accuracy.
+
+    Only the columns ``tasks`` of ``R`` are read (on and below the diagonal); the other columns may
+    hold anything, e.g. NaN for the regression tasks of iTaskonomy. Per task ``j``: its final accuracy
+    ``R[T-1, j]`` and, for ``j < T-1``, its forgetting as :func:`forgetting_per_task`.
+
+    :param R: T x T accuracy matrix (fractions in [0, 1]).
+    :param tasks: the distinct indices of the classification-like tasks.
+    :return: a flat dict of floats: ``"average_accuracy"`` (mean final accuracy over ``tasks``),
+        ``"forgetting"`` (mean forgetting over those before the last task; 0.0 if none),
+        ``"accuracy[j]"`` per task and ``"forgetting[j]"`` per task before the last.
+    """
+    try:
+        matrix = np.array(R, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"accuracy matrix must hold numbers ({MATRIX_MEANING}); {error}") from None
+    if matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:  # any other shape: check_accuracy_matrix says so
+        count = matrix.shape[0]
+        if not tasks or len(set(tasks)) != len(tasks) or not all(0 <= j < count for j in tasks):
+            raise ConfigError(f"tasks {list(tasks)} must be distinct task indices in 0..{count - 1}, at least one")
+        matrix[:, [j for j in range(count) if j not in tasks]] = 0.0  # unread: keep the checks quiet
+    matrix = check_accuracy_matrix(matrix)
+    last = matrix.shape[0] - 1
+    per_task_forgetting = forgetting_per_task(matrix)
+    summary = {f"accuracy[{j}]": float(matrix[last, j]) for j in tasks}
+    summary.update({f"forgetting[{j}]": float(per_task_forgetting[j]) for j in tasks if j < last})
+    forgotten = [per_task_forgetting[j] for j in tasks if j < last]
+    summary["average_accuracy"] = float(np.mean(matrix[last, tasks]))
+    summary["forgetting"] = float(np.mean(forgotten)) if forgotten else 0.0
+    return summary
