@@ -156,6 +156,19 @@ def test_curvature_folder_named_as_the_reference_is_read(taskonomy_root):
     assert targets["curvature"][:, 0, 0].tolist() == [1.0, -1.0]
 
 
+def test_domain_first_layout_of_the_reference_is_read(taskonomy_root, tmp_path_factory):
+    domain_first = tmp_path_factory.mktemp("domain_first")
+    for building in BUILDINGS:
+        for folder in (taskonomy_root / building).iterdir():
+            (domain_first / folder.name).mkdir(exist_ok=True)
+            folder.rename(domain_first / folder.name / building)
+    assert find_buildings(domain_first) == list(BUILDINGS)
+    dataset = TaskonomyViews(domain_first, list(BUILDINGS), ["depth_zbuffer", "curvature"])
+    assert len(dataset) == 6 and dataset[0][1]["depth_zbuffer"][0, 0, 0] == 2.0
+    (domain_first / "normal" / "beechwood").rename(domain_first / "beechwood_elsewhere")
+    assert "domain folders missing: normal/beechwood" in error_of(domain_first, list(BUILDINGS), ["normal"])
+
+
 def test_reshading_keypoints_edges_scaled_to_unit_interval(taskonomy_root):
     domains = ["reshading", "keypoints2d", "keypoints3d", "edge_texture", "edge_occlusion"]
     _, targets = load_one(taskonomy_root, domains)

@@ -5,8 +5,9 @@ On-disk layout, per building (each building's tar of the real release unpacked i
     <root>/<building>/<folder>/point_<p>_view_<v>_domain_<folder>.png   (.npy for class_object)
 
 where ``<folder>`` is the domain's folder name (``principal_curvature`` for the curvature task in the
-real release; a plain ``curvature`` folder is read too, as the side-tuning reference names it). An
-optional ``<root>/manifest.json`` of the form ``{"files": {"<path relative to root>": "<sha256>"}}``
+real release; a plain ``curvature`` folder is read too, as the side-tuning reference names it). The
+side-tuning reference's data tree, ``<root>/<folder>/<building>/point_...``, is read too: a root that
+holds domain folders is taken to be in that layout (:func:`is_domain_first`). An optional ``<root>/manifest.json`` of the form ``{"files": {"<path relative to root>": "<sha256>"}}``
 lets :class:`TaskonomyViews` verify every file it reads.
 
 Decoding, per domain (what the real release stores, and the tensor this module returns):
@@ -30,7 +31,7 @@ Decoding, per domain (what the real release stores, and the tensor this module r
   side-tuning reference trains 18 logits over labels 0..17. That 0 means "no label" in the real release
   is our reading of those loaders, not a documented fact. A rendered set must write 0 where no class.
 - ``class_object``: ``.npy`` of one score per class (1000 ImageNet classes in the real release). Returned
-  as a float32 distribution summing to 1: a file that already is one (non-negative, sum within 1e-3 of
+  as a float32 distribution summing to 1: a file that already is one (non-negative, sum within 1e-2 of
   1) is renormalised, anything else is taken as logits and soft-maxed (the original Taskonomy code
   stored logits and soft-maxed them on load; whether the public release stores probabilities or logits
   is not documented, hence the check).
@@ -62,9 +63,9 @@ DEPTH_UNITS_PER_METRE = 512.0
 DEPTH_INVALID = 65535
 UINT16_MAX = 65535.0
 MANIFEST_NAME = "manifest.json"
-LAYOUT = "<root>/<building>/<folder>/point_<p>_view_<v>_domain_<folder>.png|.npy"
+LAYOUT = "<root>/<building>/<folder>/point_<p>_view_<v>_domain_<folder>.png|.npy (or <root>/<folder>/<building>/...)"
 _MIN_NORMAL_LENGTH = 0.5  # decoded normals shorter than this are the "no surface" grey
-_DISTRIBUTION_TOLERANCE = 1e-3
+_DISTRIBUTION_TOLERANCE = 1e-2  # wide enough for float16 files; real logits are never all >= 0 summing to 1
 _MASK_FULL = 1.0 - 1e-4  # a resized mask pixel is valid only where every source pixel under it was
 _LISTED = 3  # missing items named in an error message; the rest are counted
 
@@ -149,8 +150,23 @@ def split_buildings(buildings: Sequence[str], *, val_fraction: float = 0.15,
     return BuildingSplit(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
 
 
+def _subfolders(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def is_domain_first(root: Path) -> bool:
+    """Whether ``root`` holds domain folders (``<root>/<folder>/<building>/``, the side-tuning reference's
+    data tree) rather than building folders (``<root>/<building>/<folder>/``, the layout of this module).
+    """
+    return bool(_subfolders(root) & _FOLDER_NAMES)
+
+
+def _domain_dir(root: Path, building: str, folder_name: str, domain_first: bool) -> Path:
+    return root / folder_name / building if domain_first else root / building / folder_name
+
+
 def find_buildings(root: str | Path) -> list[str]:
-    """Names of the building folders under ``root``, sorted.
+    """Names of the buildings under ``root``, sorted, in either layout (see :func:`is_domain_first`).
 
     :raises DataRootError: ``root`` is not a folder or holds no building folder.
     """
@@ -158,7 +174,10 @@ def find_buildings(root: str | Path) -> list[str]:
     if not root.is_dir():
         raise DataRootError(f"{root}: no such directory; expected Taskonomy data laid out as {LAYOUT} - "
                             "check the data root path")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if is_domain_first(root):
+        found = sorted(set().union(*(_subfolders(root / name) for name in _subfolders(root) & _FOLDER_NAMES)))
+    else:
+        found = sorted(_subfolders(root))
     if not found:
         raise DataRootError(f"{root}: no building folders; expected Taskonomy data laid out as {LAYOUT}")
     return found
@@ -278,6 +297,8 @@ DOMAIN_FORMATS: dict[str, DomainFormat] = {
 }
 """Every iTaskonomy domain by its task name."""
 
+_FOLDER_NAMES = {name for fmt in DOMAIN_FORMATS.values() for name in fmt.folders}
+
 CONTINUOUS_DOMAINS = tuple(name for name, fmt in DOMAIN_FORMATS.items() if fmt.resize == "bilinear")
 """Pixel-regression domains: the ones the reference implementation masks where depth is invalid."""
 
@@ -372,6 +393,7 @@ class TaskonomyViews(Dataset):
     def _index(self, buildings: list[str]) -> dict[ViewKey, dict[str, Path]]:
         """Every view's file per domain; raises one DataRootError listing whatever is missing."""
         found = find_buildings(self.root)
+        domain_first = is_domain_first(self.root)
         missing_buildings = [b for b in buildings if b not in found]
         missing_folders: list[str] = []
         missing_files: list[str] = []
@@ -379,9 +401,10 @@ class TaskonomyViews(Dataset):
         for building in (b for b in buildings if b in found):
             per_domain = {}
             for domain in self._read:
-                listed = _list_domain(self.root / building, DOMAIN_FORMATS[domain])
+                listed = _list_domain(self.root, building, DOMAIN_FORMATS[domain], domain_first)
                 if listed is None:
-                    missing_folders.append(f"{building}/{DOMAIN_FORMATS[domain].folders[0]}")
+                    expected = _domain_dir(Path(), building, DOMAIN_FORMATS[domain].folders[0], domain_first)
+                    missing_folders.append(expected.as_posix())
                 else:
                     per_domain[domain] = listed
             views = sorted({key for _, by_view in per_domain.values() for key in by_view})
@@ -393,7 +416,7 @@ class TaskonomyViews(Dataset):
                         files[key][domain] = by_view[point, view]
                     else:
                         name = domain_file_name(folder.name, DOMAIN_FORMATS[domain].suffix, point, view)
-                        missing_files.append(f"{building}/{folder.name}/{name}")
+                        missing_files.append((folder / name).relative_to(self.root).as_posix())
         problems = _listing([
             ("buildings not found", missing_buildings),
             ("buildings found", found if missing_buildings else []),
@@ -465,10 +488,11 @@ def _size_pair(image_size: int | tuple[int, int] | None) -> tuple[int, int] | No
     return pair
 
 
-def _list_domain(building_dir: Path, fmt: DomainFormat) -> tuple[Path, dict[tuple[int, int], Path]] | None:
-    """The domain's folder in a building and its files by (point, view); None when no folder exists."""
+def _list_domain(root: Path, building: str, fmt: DomainFormat,
+                 domain_first: bool) -> tuple[Path, dict[tuple[int, int], Path]] | None:
+    """The domain's folder for a building and its files by (point, view); None when no folder exists."""
     for folder_name in fmt.folders:
-        folder = building_dir / folder_name
+        folder = _domain_dir(root, building, folder_name, domain_first)
         if folder.is_dir():
             pattern = re.compile(rf"point_(\d+)_view_(\d+)_domain_{re.escape(folder_name)}{re.escape(fmt.suffix)}")
             by_view = {}
