@@ -69,10 +69,17 @@ class CifarResNet(nn.Module):
             BasicBlock(in_planes, planes, stride), *(BasicBlock(planes, planes, 1) for _ in range(blocks - 1))
         )
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The first conv-BN-ReLU, (B, 16, H, W): the input of the first residual block."""
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def residual_blocks(self) -> list[BasicBlock]:
+        """Every residual block in forward order (3n of them)."""
+        return [*self.layer1, *self.layer2, *self.layer3]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The globally pooled last-stage feature, (B, 64)."""
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
+        out = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,184 @@
+"""Res-Tuning and Res-Tuning-Bypass on the CIFAR ResNet: Res-Adapter tuners unbound from the backbone.
+
+Jiang, Mao, Huang, Ma, Lv, Shen, Zhao, Zhou, "Res-Tuning: A Flexible and Efficient Tuning Paradigm via
+Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859; reference implementation in
+modelscope/ms-swift (``swift/tuners/restuning.py``, ``restuning_components.py``).
+
+Two networks, both on a frozen, shared, eval-mode backbone:
+
+* :class:`ResTuning` puts a Res-Adapter branch parallel to every residual block,
+  ``x_l = block_l(x_{l-1}) + tuner_l(x_{l-1})``. Gradients reach earlier tuners *through* the frozen
+  blocks, so training memory is that of fine-tuning or more.
+* :class:`ResTuningBypass` runs the backbone without a graph and feeds its detached outputs h_l to a
+  chain of tuners beside it (the bypass)::
+
+      b_0 = h_0 (stem output),   b_l = h_l + lateral_l(h_l) + vertical_l(b_{l-1}),   logits = head(pool(b_L))
+
+  No gradient reaches the backbone, and one backbone pass serves every task's bypass
+  (:meth:`ResTuningBypass.forward_tasks`).
+
+Choices where the paper or the reference code does not fit a CIFAR ResNet (ours, not the paper's):
+
+* A tuner branch is ``up(GELU(down(x)))`` with 1x1 convolutions (the reference's linear Res-Adapter,
+  applied per pixel). Its width is out_channels / 4 (``reduction``): the reference's width 32 on
+  ViT-B's 768 channels would leave one or two channels on these 16-64-channel maps.
+* The up-projection (weights and bias) starts at zero in every tuner, so both networks start exactly at
+  the base (the reference zero-initialises only the last bypass tuner). Down-projections are
+  Xavier-uniform with zero bias, as in the reference up to its N(0, 1e-6) bias.
+* The bypass sums its two branches like the reference (the paper's lambda / (1 - lambda) weighting,
+  known only from a third-party transcription, is not used). The lateral branch keeps the
+  reference's identity term and the vertical one has none, so the bypass starts at the backbone's last
+  feature map instead of a sum of all block outputs. Where a block halves the resolution and doubles
+  the channels, the vertical tuner's down-projection has stride 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from continual_side.models.backbones import BasicBlock, CifarResNet
+from continual_side.models.heads import make_head
+from continual_side.models.sidetuned import FrozenBase
+
+TUNER_REDUCTION = 4
+
+
+class ResAdapter(nn.Module):
+    """A Res-Adapter's branch, up(GELU(down(x))) with 1x1 convs; zero at initialisation.
+
+    :param in_channels: channels of the input map.
+    :param out_channels: channels of the output map.
+    :param stride: stride of the down-projection (2 where the block it follows halves the resolution).
+    :param reduction: the bottleneck is out_channels // reduction wide.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, reduction: int = TUNER_REDUCTION):
+        super().__init__()
+        width = max(1, out_channels // reduction)
+        self.down = nn.Conv2d(in_channels, width, 1, stride=stride)
+        self.up = nn.Conv2d(width, out_channels, 1)
+        nn.init.xavier_uniform_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    @classmethod
+    def beside(cls, block: BasicBlock, reduction: int = TUNER_REDUCTION) -> ResAdapter:
+        """A tuner mapping the block's input shape to its output shape."""
+        return cls(block.conv1.in_channels, block.conv2.out_channels, block.conv1.stride[0], reduction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(F.gelu(self.down(x)))
+
+
+class ResTuning(nn.Module):
+    """Res-Adapters parallel to every residual block of a frozen ResNet, and a head.
+
+    Trainable (:attr:`trainable_prefixes`): ``tuners`` and ``head``.
+
+    :param base: the pre-trained network; frozen in place and shared, never copied.
+    :param n_classes: classes of the task's head.
+    :param reduction: tuner bottleneck = out_channels // reduction.
+    """
+
+    trainable_prefixes = ("tuners.", "head.")
+
+    def __init__(self, base: CifarResNet, n_classes: int, reduction: int = TUNER_REDUCTION):
+        super().__init__()
+        self.base = FrozenBase(base)
+        self.tuners = nn.ModuleList(ResAdapter.beside(block, reduction) for block in base.residual_blocks())
+        self.head = make_head(base.feature_dim, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled feature of the tuned network, (B, 64)."""
+        network = self.base.network
+        out = network.stem(x)
+        for block, tuner in zip(network.residual_blocks(), self.tuners):
+            out = block(out) + tuner(out)
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The task's logits, (B, n_classes)."""
+        return self.head(self.features(x))
+
+
+class BypassTuner(nn.Module):
+    """One task's bypass: a lateral and a vertical Res-Adapter per block, and a head.
+
+    :param base: the backbone the bypass will read (only its block shapes are used).
+    :param n_classes: classes of the task's head.
+    :param reduction: tuner bottleneck = out_channels // reduction.
+    """
+
+    def __init__(self, base: CifarResNet, n_classes: int, reduction: int = TUNER_REDUCTION):
+        super().__init__()
+        blocks = base.residual_blocks()
+        self.lateral = nn.ModuleList(
+            ResAdapter(block.conv2.out_channels, block.conv2.out_channels, 1, reduction) for block in blocks
+        )
+        self.vertical = nn.ModuleList(ResAdapter.beside(block, reduction) for block in blocks)
+        self.head = make_head(base.feature_dim, n_classes)
+
+    def features(self, block_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The pooled last bypass state, (B, 64).
+
+        :param block_outputs: the backbone's detached stem output, then every block's output.
+        """
+        state = block_outputs[0]
+        for lateral, vertical, block_out in zip(self.lateral, self.vertical, block_outputs[1:]):
+            state = block_out + lateral(block_out) + vertical(state)
+        return F.adaptive_avg_pool2d(state, 1).flatten(1)
+
+    def forward(self, block_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The task's logits, (B, n_classes), from the backbone's detached outputs."""
+        return self.head(self.features(block_outputs))
+
+
+class ResTuningBypass(nn.Module):
+    """Res-Tuning-Bypass: a frozen backbone run without a graph, and one task's :class:`BypassTuner`.
+
+    Trainable (:attr:`trainable_prefixes`): ``tuner`` (its ``lateral``, ``vertical`` and ``head``).
+    Other tasks' tuners share this backbone pass through :meth:`forward_tasks`.
+
+    :param base: the pre-trained network; frozen in place and shared, never copied.
+    :param n_classes: classes of the task's head.
+    :param reduction: tuner bottleneck = out_channels // reduction.
+    """
+
+    trainable_prefixes = ("tuner.",)
+
+    def __init__(self, base: CifarResNet, n_classes: int, reduction: int = TUNER_REDUCTION):
+        super().__init__()
+        self.base = FrozenBase(base)
+        self.tuner = BypassTuner(base, n_classes, reduction)
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's stem output and every block's output, computed without a graph."""
+        network = self.base.network
+        with torch.no_grad():
+            outputs = [network.stem(x)]
+            for block in network.residual_blocks():
+                outputs.append(block(outputs[-1]))
+        return outputs
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """This task's pooled last bypass state, (B, 64)."""
+        return self.tuner.features(self.block_outputs(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """This task's logits, (B, n_classes)."""
+        return self.tuner(self.block_outputs(x))
+
+    def forward_tasks(self, x: torch.Tensor, tuners: Sequence[BypassTuner]) -> list[torch.Tensor]:
+        """Every task's logits from one backbone pass.
+
+        :param x: (B, 3, H, W) images.
+        :param tuners: the tasks' bypasses, all built for this backbone.
+        :returns: one (B, n_classes_k) tensor per tuner.
+        """
+        outputs = self.block_outputs(x)
+        return [tuner(outputs) for tuner in tuners]
