@@ -30,7 +30,7 @@ ITASKONOMY_ORDER = (
 )
 """The paper's iTaskonomy task order (rgb last: autoencoding)."""
 
-LossFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def _masked_mean(errors: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

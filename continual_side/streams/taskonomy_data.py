@@ -7,8 +7,9 @@ On-disk layout, per building (each building's tar of the real release unpacked i
 where ``<folder>`` is the domain's folder name (``principal_curvature`` for the curvature task in the
 real release; a plain ``curvature`` folder is read too, as the side-tuning reference names it). The
 side-tuning reference's data tree, ``<root>/<folder>/<building>/point_...``, is read too: a root that
-holds domain folders is taken to be in that layout (:func:`is_domain_first`). An optional ``<root>/manifest.json`` of the form ``{"files": {"<path relative to root>": "<sha256>"}}``
-lets :class:`TaskonomyViews` verify every file it reads.
+holds domain folders is taken to be in that layout (:func:`is_domain_first`). An optional
+``<root>/manifest.json`` of the form ``{"files": {"<path relative to root>": "<sha256>"}}`` lets
+:class:`TaskonomyViews` verify every file it reads.
 
 Decoding, per domain (what the real release stores, and the tensor this module returns):
 
