@@ -1,24 +1,33 @@
 """The ``continual-side`` command line (tyro over the configuration dataclasses).
 
+The options of a command are built from the registries when it runs: ``stream`` and ``bench`` show
+the chosen stream's options and the chosen methods' own options (``--sidetune.merge``,
+``--ewc.lambda_``), so a method or stream registered anywhere appears here without an edit.
+``nav`` is handed to ``envs.cli`` and imported only then, so no other command loads habitat.
+
 Errors the user can fix (:class:`~continual_side.errors.ContinualSideError`) print one line and exit
 with code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
-
+from dataclasses import dataclass, field, make_dataclass
+from typing import Annotated, Any
 
 import tyro
 
-from continual_side.bench import BenchConfig, ComparisonTable, run_bench, table_markdown
 from continual_side.errors import ConfigError, ContinualSideError
-from continual_side.methods import MethodConfig
+from continual_side.methods import METHODS, TrainConfig, get_method
 from continual_side.perf import PerfConfig, format_table, run_perf
-from continual_side.runner import RunConfig, RunOutcome, StreamConfig, run
+from continual_side.report import table_markdown
+from continual_side.runner import RunConfig, RunOutcome, run
+from continual_side.streams import STREAMS, get_stream
+from continual_side.sweep import ALL_METHODS, BenchConfig, resolve_methods, run_bench
 
 
 @dataclass
@@ -42,14 +51,8 @@ class DemoConfig:
     out: str = "runs"
 
     def run_config(self) -> RunConfig:
-        return RunConfig(
-            data=StreamConfig(stream="demo"),
-            method="sidetune",
-            train=MethodConfig(epochs=self.epochs, batch_size=self.batch_size, device=self.device),
-            seed=self.seed,
-            out=self.out,
-            overwrite=True,
-        )
+        return RunConfig(stream="demo", method="sidetune", seed=self.seed, out=self.out, overwrite=True,
+                         train=TrainConfig(epochs=self.epochs, batch_size=self.batch_size, device=self.device))
 
 
 def format_matrix(outcome: RunOutcome) -> str:
@@ -69,75 +72,160 @@ def format_matrix(outcome: RunOutcome) -> str:
     return "\n".join(["accuracy (%) on each task's test set:", header, *rows, footer])
 
 
-def demo(config: DemoConfig) -> RunOutcome:
-    outcome = run(config.run_config())
-    print(format_matrix(outcome))
-    return outcome
+def _arg(help_text: str, default: Any = dataclasses.MISSING, *, prefix: bool = True,
+         factory: Any = dataclasses.MISSING):
+    """A field of a command dataclass built at run time (its help comes from here, not a docstring)."""
+    annotations = [tyro.conf.arg(help=help_text)] + ([] if prefix else [tyro.conf.OmitArgPrefixes])
+    return annotations, field(default=default, default_factory=factory)
 
 
-def stream(config: RunConfig) -> RunOutcome:
+def _command(name: str, doc: str, fields: list[tuple[str, Any, list, Any]]) -> type:
+    """A dataclass named ``name`` from (field, type, tyro annotations, dataclasses.field) tuples."""
+    command = make_dataclass(name, [(f, Annotated[(t, *notes)] if notes else t, spec) for f, t, notes, spec in fields])
+    command.__doc__ = doc
+    return command
+
+
+def _selection(argv: list[str], flag: str, default: Any, *, many: bool = False) -> Any:
+    """The value of ``flag`` in ``argv`` (a first pass, to know which options the command has)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(flag, nargs="+" if many else None, default=default)
+    known, _ = parser.parse_known_args(argv)
+    return getattr(known, flag.lstrip("-").replace("-", "_"))
+
+
+def _stream_fields(stream: str) -> list:
+    spec = get_stream(stream)
+    return [
+        ("stream", str, *_arg(f"a registered stream: {', '.join(STREAMS)}.", stream)),
+        ("data", spec.options, *_arg(f"{stream} options.", prefix=False, factory=spec.options)),
+    ]
+
+
+def _method_field(method: str) -> tuple:
+    spec = get_method(method)
+    return (method, spec.options, *_arg(f"{method} options (trains {spec.trained}).", factory=spec.options))
+
+
+def _shared_fields() -> list:
+    return [("train", TrainConfig, *_arg("training settings shared by every method.", prefix=False,
+                                         factory=TrainConfig))]
+
+
+def _output_fields(**overrides: Any) -> list:
+    return [
+        ("out", str, *_arg("root folder of the run folders (<out>/<stream>/<method>/seed-<n>/).", "runs")),
+        ("tensorboard", bool, *_arg("also log to TensorBoard in the run folder.", False)),
+        ("progress", bool, *_arg("show progress bars.", True)),
+        ("overwrite", bool, *_arg(overrides.get("overwrite", "replace an earlier run in the same folder."), False)),
+    ]
+
+
+def parse_stream(argv: list[str]) -> RunConfig:
+    """``continual-side stream``: one method over one stream, one seed; only their own options are shown."""
+    stream, method = _selection(argv, "--stream", "demo"), _selection(argv, "--method", "sidetune")
+    command = _command("stream", "Train one method over a task stream and write runs/<stream>/<method>/seed-<n>/.", [
+        *_stream_fields(stream),
+        ("method", str, *_arg(f"a registered method: {', '.join(METHODS)}.", method)),
+        _method_field(method),
+        *_shared_fields(),
+        ("seed", int, *_arg("random seed for initialisation and data order.", 0)),
+        *_output_fields(),
+        ("resume", bool, *_arg("continue the incomplete run in the run folder from its last checkpoint.", False)),
+    ])
+    parsed = tyro.cli(command, args=argv, prog="continual-side stream")
+    return RunConfig(stream=stream, method=method, stream_options=parsed.data, method_options=getattr(parsed, method),
+                     train=parsed.train, seed=parsed.seed, out=parsed.out, tensorboard=parsed.tensorboard,
+                     progress=parsed.progress, overwrite=parsed.overwrite, resume=parsed.resume)
+
+
+def parse_bench(argv: list[str]) -> BenchConfig:
+    """``continual-side bench``: every chosen method x seed over one stream, then the comparison."""
+    stream = _selection(argv, "--stream", "demo")
+    methods = resolve_methods(_selection(argv, "--methods", [ALL_METHODS], many=True))
+    command = _command("bench", "Every method x every seed over one stream, then the comparison table and figures.", [
+        *_stream_fields(stream),
+        ("methods", tuple[str, ...], *_arg(f"registered methods ({', '.join(METHODS)}) or {ALL_METHODS}.",
+                                           factory=lambda: (ALL_METHODS,))),
+        *[_method_field(method) for method in methods],
+        *_shared_fields(),
+        ("seeds", int, *_arg("number of seeds per method (seeds 0 .. n-1).", 3)),
+        *_output_fields(overwrite="retrain runs that already finished (otherwise they are reused or resumed)."),
+        ("aggregate_only", bool, *_arg("train nothing: rebuild the comparison from the complete run folders.", False)),
+    ])
+    parsed = tyro.cli(command, args=argv, prog="continual-side bench")
+    return BenchConfig(stream=stream, stream_options=parsed.data, methods=tuple(parsed.methods),
+                       method_options={method: getattr(parsed, method) for method in methods}, train=parsed.train,
+                       seeds=parsed.seeds, out=parsed.out, tensorboard=parsed.tensorboard, overwrite=parsed.overwrite,
+                       progress=parsed.progress, aggregate_only=parsed.aggregate_only)
+
+
+def parse_perf(argv: list[str]) -> tuple[PerfConfig, str, Any]:
+    """``continual-side perf``: the stream's options plus the perf settings."""
+    stream = _selection(argv, "--stream", "demo")
+    command = _command("perf", PerfConfig.__doc__ or "", [
+        *_stream_fields(stream),
+        ("perf", PerfConfig, *_arg("what to measure.", prefix=False, factory=PerfConfig)),
+    ])
+    parsed = tyro.cli(command, args=argv, prog="continual-side perf")
+    return parsed.perf, stream, parsed.data
+
+
+def demo(argv: list[str]) -> None:
+    """Side-tuning over the packaged 5-task CIFAR-10 sample, offline."""
+    config = tyro.cli(DemoConfig, args=argv, prog="continual-side demo")
+    print(format_matrix(run(config.run_config())))
+
+
+def stream(argv: list[str]) -> None:
     """Train one method over a task stream and write runs/<stream>/<method>/seed-<n>/."""
-    outcome = run(config)
-    print(format_matrix(outcome))
-    return outcome
+    print(format_matrix(run(parse_stream(argv))))
 
 
-def bench(config: BenchConfig) -> ComparisonTable:
+def bench(argv: list[str]) -> None:
     """Every method x every seed over one stream, then the comparison table and figures."""
-    table = run_bench(config)
+    table = run_bench(parse_bench(argv))
     print(table_markdown(table))
     print(f"comparison folder: {table.folder}")
-    return table
 
 
-def perf(config: PerfConfig) -> dict:
-    """Speed and memory of fine-tuning, side-tuning (cache off/on), features and Avalanche's Naive."""
-    report = run_perf(config)
-    print(format_table(report))
+def perf(argv: list[str]) -> None:
+    """Side-by-side speed and memory of fine-tuning, side-tuning (cache off/on), features and Avalanche's Naive."""
+    config, stream_name, stream_options = parse_perf(argv)
+    print(format_table(run_perf(config, stream_name, stream_options)))
     print(f"results written to {config.out}")
-    return report
 
 
-@dataclass
-class NavCommand:
-    """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra).
-
-    Its subcommands live in ``envs.cli`` and are imported only when ``nav`` is the command, so no
-    other command loads habitat; ``continual-side nav --help`` lists them.
-    """
-
-
-def run_nav(argv: list[str]) -> None:
-    """``continual-side nav ...``: hand the remaining arguments to the navigation package's CLI."""
+def nav(argv: list[str]) -> None:
+    """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra)."""
     if importlib.util.find_spec("habitat") is None:
         raise ConfigError("navigation needs habitat-lab: install the extra with pip install -e '.[habitat]'")
     importlib.import_module("envs.cli").main(argv)
 
 
-COMMANDS = {
-    "demo": (demo, DemoConfig),
-    "stream": (stream, RunConfig),
-    "bench": (bench, BenchConfig),
-    "perf": (perf, PerfConfig),
-    "nav": (run_nav, NavCommand),
-}
+COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "perf": perf, "nav": nav}
+
+
+def _usage() -> str:
+    lines = ["usage: continual-side {" + ",".join(COMMANDS) + "} [OPTIONS]", "",
+             "Side-tuning benchmarks for continual learning and embodied navigation.", "", "commands:"]
+    lines += [f"  {name:<8} {command.__doc__.splitlines()[0]}" for name, command in COMMANDS.items()]
+    lines += ["", "continual-side COMMAND --help lists a command's options (stream and bench: for the chosen "
+              "--stream and --method/--methods)."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``continual-side`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        raise SystemExit(0 if argv else 2)
+    if argv[0] not in COMMANDS:
+        print(f"{_usage()}\n\ncontinual-side: error: unknown command {argv[0]!r}", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        if argv[:1] == ["nav"]:
-            run_nav(argv[1:])
-            return
-        config = tyro.extras.subcommand_cli_from_dict(
-            {name: config_type for name, (_, config_type) in COMMANDS.items()},
-            args=argv,
-            prog="continual-side",
-            description="Side-tuning benchmarks for continual learning and embodied navigation.",
-        )
-        command = next(fn for fn, config_type in COMMANDS.values() if type(config) is config_type)
-        command(config)
+        COMMANDS[argv[0]](argv[1:])
     except ContinualSideError as error:
         print(f"continual-side: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

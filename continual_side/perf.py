@@ -19,11 +19,10 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 import tyro
@@ -34,13 +33,12 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
 from continual_side.errors import ConfigError
-from continual_side.methods import MethodConfig, build_strategy
+from continual_side.methods import TrainConfig, build_strategy
 from continual_side.methods.common import SharedBaseModel, check_device, pretrained_base, trainable_features
 from continual_side.models.feature_cache import clear_memory_caches
 from continual_side.atomic import atomic_write_text
-from continual_side.results import RunWriter
-from continual_side.runner import EpochProgress, StreamConfig, run_evaluator, trainable_parameters
-from continual_side.streams import make_stream
+from continual_side.runner import EpochProgress, run_evaluator, trainable_parameters
+from continual_side.streams import get_stream, make_stream
 
 VARIANTS = ("naive", "finetune", "sidetune_nocache", "sidetune", "features")
 TARGETS = {  # (variant, reference, quantity): the issue's targets, ratio at most
@@ -66,10 +64,7 @@ class PerfConfig:
     :param out: JSON file the results are written to.
     """
 
-    data: Annotated[StreamConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=StreamConfig)
-    train: Annotated[MethodConfig, tyro.conf.OmitArgPrefixes] = field(
-        default_factory=lambda: MethodConfig(epochs=2)
-    )
+    train: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=lambda: TrainConfig(epochs=2))
     variants: tuple[str, ...] = VARIANTS
     tasks: int = 1
     memory_iterations: int = 2
@@ -160,13 +155,13 @@ def profiler_peak_bytes(profiler: torch.profiler.profile) -> int:
     return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
 
 
-def variant_builders(config: MethodConfig, writer: RunWriter) -> dict[str, Callable[[list], SupervisedTemplate]]:
+def variant_builders(config: TrainConfig) -> dict[str, Callable[[list], SupervisedTemplate]]:
     """Each variant's strategy factory, given extra plugins."""
     cache = config.feature_cache if config.feature_cache != "off" else "memory"
 
-    def ours(method: str, method_config: MethodConfig):
+    def ours(method: str, train: TrainConfig):
         return lambda plugins: build_strategy(
-            method, method_config, plugins=[EpochProgress(enabled=False, writer=writer), *plugins], evaluator=run_evaluator()
+            method, None, train, plugins=[EpochProgress(enabled=False), *plugins], evaluator=run_evaluator()
         )
 
     def naive(plugins):
@@ -202,10 +197,12 @@ def _load() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def run_perf(config: PerfConfig) -> dict:
+def run_perf(config: PerfConfig, stream: str = "demo", stream_options: Any = None) -> dict:
     """Measure every variant and write ``config.out`` (JSON).
 
-    :param config: stream, training settings and variants.
+    :param config: training settings and variants.
+    :param stream: a registered stream; its first ``config.tasks`` experiences are trained.
+    :param stream_options: that stream's options; None for its defaults.
     :return: the results: machine, per-variant measurements, ratios against fine-tuning, targets.
     """
     unknown = [v for v in config.variants if v not in VARIANTS]
@@ -213,28 +210,28 @@ def run_perf(config: PerfConfig) -> dict:
         raise ConfigError(f"unknown perf variants {unknown}; choose from {', '.join(VARIANTS)}")
     if config.tasks < 1 or config.memory_iterations < 1 or config.repeats < 1:
         raise ConfigError("tasks, memory_iterations and repeats must be at least 1")
-    device = check_device(config.train.device)
+    device = check_device(config.train.check().device)
     if config.threads is not None:
         if config.threads < 1:
             raise ConfigError(f"threads={config.threads}; use a positive count or None for torch's default")
         torch.set_num_threads(config.threads)
-    benchmark = make_stream(config.data.stream, **config.data.options())
+    benchmark = make_stream(stream, stream_options)
     experiences = list(benchmark.train_stream)[: config.tasks]
     load_start = _load()
-    with tempfile.TemporaryDirectory() as tmp:
-        builders = variant_builders(config.train, RunWriter(tmp, benchmark.stream_name, "perf", config.seed))
-        timings: dict[str, list[EpochRecorder]] = {v: [] for v in config.variants}
-        memory: dict[str, tuple[int, list[dict]]] = {}
-        for _, variant in itertools.product(range(config.repeats), config.variants):
-            timings[variant].append(_timed(builders[variant], experiences, config, device))
-            if variant not in memory:  # right after timing: a feature cache is still warm, as in later epochs
-                memory[variant] = _memory(builders[variant], experiences[0], config, device)
-        results = {v: _summary(timings[v], *memory[v]) for v in config.variants}
+    builders = variant_builders(config.train)
+    timings: dict[str, list[EpochRecorder]] = {v: [] for v in config.variants}
+    memory: dict[str, tuple[int, list[dict]]] = {}
+    for _, variant in itertools.product(range(config.repeats), config.variants):
+        timings[variant].append(_timed(builders[variant], experiences, config, device))
+        if variant not in memory:  # right after timing: a feature cache is still warm, as in later epochs
+            memory[variant] = _memory(builders[variant], experiences[0], config, device)
+    results = {v: _summary(timings[v], *memory[v]) for v in config.variants}
     report = {
         "machine": machine(),
         "load_average": {"start": load_start, "end": _load()},
         "config": asdict(config),
-        "stream": benchmark.stream_name,
+        "stream_options": asdict(get_stream(stream).check_options(stream_options)),
+        "stream": stream,
         "same_batches": len({r["batches_digest"] for r in results.values()}) == 1,
         "variants": results,
         "ratios_vs_finetune": _ratios(results, "finetune"),

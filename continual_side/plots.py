@@ -4,6 +4,7 @@ Each function returns a :class:`matplotlib.figure.Figure`; save it with
 :func:`continual_side.results.save_figure`, which writes the PNG atomically.
 """
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -148,4 +149,45 @@ def method_curves(matrices_by_method: Mapping[str, Sequence[np.ndarray]], *,
     axes.set_ylabel("average accuracy on tasks seen so far")
     axes.set_title(title)
     axes.legend(loc="best", fontsize="small")
+    return figure
+
+
+def per_task_curves(matrices_by_method: Mapping[str, Sequence[np.ndarray]], task_names: Sequence[str], *,
+                    stream: str) -> Figure:
+    """One panel per method: each task's accuracy over the stream (mean over seeds, band = sample std).
+
+    These are the side-tuning paper's incremental-learning curves, side by side for every method.
+
+    :param matrices_by_method: each method's accuracy matrices (one per seed).
+    :param task_names: one label per task.
+    :param stream: stream name for the title.
+    """
+    count = len(task_names)
+    methods = list(matrices_by_method)
+    columns = min(3, len(methods))
+    lines = math.ceil(len(methods) / columns)
+    figure = _new_figure(4.2 * columns + 1.8, 3.4 * lines)
+    panels = figure.subplots(lines, columns, sharey=True, squeeze=False).ravel()
+    colours = colormaps["tab20" if count > 10 else "tab10"]
+    for axes, method in zip(panels, methods):
+        matrices = matrices_by_method[method]
+        for j, name in enumerate(task_names):
+            mean, std = mean_and_std(np.stack([accuracy_curves(R)[j] for R in matrices]))
+            steps = np.arange(j + 1, count + 1)
+            axes.plot(steps, mean, marker="o", markersize=3, color=colours(j % colours.N), label=name)
+            axes.fill_between(steps, mean - std, mean + std, color=colours(j % colours.N), alpha=0.15)
+        axes.set_title(f"{method} (n={len(matrices)})")
+        axes.set_xticks(range(1, count + 1))
+        axes.set_xlim(0.7, count + 0.3)
+        axes.set_ylim(0.0, 1.02)
+        axes.grid(alpha=0.3)
+    for axes in panels[len(methods):]:
+        axes.set_visible(False)
+    for axes in panels[::columns]:
+        axes.set_ylabel("test accuracy")
+    for axes in panels[len(methods) - columns:len(methods)]:
+        axes.set_xlabel("tasks learned")
+    handles, labels = panels[0].get_legend_handles_labels()
+    figure.legend(handles, labels, title="task", loc="outside right center", fontsize="small")
+    figure.suptitle(f"Accuracy of each task over the {stream} stream (mean over seeds ± std)")
     return figure

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,9 +34,42 @@ RUN_FILES = (CONFIG_FILE, EVENTS_FILE, MATRIX_FILE, SUMMARY_FILE, CURVES_PNG, MA
 MATRIX_CORNER = "after_training_on\\evaluated_on"
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
+# RunConfig record keys (flattened) that do not change what a run learns: ignored when two runs'
+# settings are compared, so a run can resume on another device or with another cache or loader.
+NOT_SETTINGS = ("seed", "out", "tensorboard", "progress", "overwrite", "resume", "train.device",
+                "train.eval_batch_size", "train.feature_cache", "train.cache_dir", "train.num_workers",
+                "train.pin_memory")
+
 
 class RunFolderError(ContinualSideError):
     """A run folder is missing a file, holds a malformed one, or would overwrite an earlier run."""
+
+
+def is_complete(path: str | Path) -> bool:
+    """A run is complete once its summary.json exists: the runner writes it last, after every other file."""
+    return (Path(path) / SUMMARY_FILE).is_file()
+
+
+def flat_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """A config record flattened to dotted keys, without the keys that do not change results."""
+    flat: dict[str, Any] = {}
+
+    def walk(mapping: dict[str, Any], prefix: str) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif f"{prefix}{key}" not in NOT_SETTINGS:
+                flat[f"{prefix}{key}"] = value
+
+    walk(jsonable(record), "")
+    return flat
+
+
+def differing_settings(*records: dict[str, Any]) -> list[str]:
+    """Dotted setting keys whose values differ between the records."""
+    settings = [flat_settings(record) for record in records]
+    keys = set().union(*settings)
+    return sorted(key for key in keys if len({repr(s.get(key)) for s in settings}) > 1)
 
 
 def save_figure(figure: Figure, path: str | Path, *, dpi: int = 120) -> None:
@@ -136,22 +170,40 @@ class RunWriter:
     :param stream: stream name.
     :param method: method name.
     :param seed: non-negative integer seed.
-    :param overwrite: replace the files of an earlier run in the same folder; without it such a
-        folder raises :class:`RunFolderError`, so results are never silently mixed.
+    :param overwrite: replace everything in the folder (an earlier run, complete or not); without it a
+        non-empty folder raises :class:`RunFolderError`, so results are never silently mixed.
+    :param keep_events: resume the run in the folder instead: keep its files and the first
+        ``keep_events`` lines of metrics.jsonl (those its checkpoint had seen).
     """
 
-    def __init__(self, out_root: str | Path, stream: str, method: str, seed: int, *, overwrite: bool = False):
+    def __init__(self, out_root: str | Path, stream: str, method: str, seed: int, *, overwrite: bool = False,
+                 keep_events: int | None = None):
         self.path = run_folder(out_root, stream, method, seed)
         self.stream, self.method, self.seed = stream, method, int(seed)
-        earlier = [name for name in RUN_FILES if (self.path / name).exists()]
-        if earlier and not overwrite:
-            raise RunFolderError(f"{self.path} already holds a run ({', '.join(earlier)}): choose another output "
-                                 "folder or pass overwrite=True (CLI: --overwrite)")
-        self.path.mkdir(parents=True, exist_ok=True)
-        for name in earlier:
-            (self.path / name).unlink()
         self._event_lines: list[str] = []
         self._task_names: list[str] | None = None
+        if keep_events is not None:  # resuming: the folder stays, events after the checkpoint go
+            lines = (self.path / EVENTS_FILE).read_text(encoding="utf-8").splitlines() \
+                if (self.path / EVENTS_FILE).is_file() else []
+            if len(lines) < keep_events:
+                raise RunFolderError(f"{self.path / EVENTS_FILE} has {len(lines)} lines but its checkpoint "
+                                     f"recorded {keep_events}; the folder was changed: rerun with --overwrite")
+            self._event_lines = lines[:keep_events]
+            atomic_write_text(self.path / EVENTS_FILE, "".join(line + "\n" for line in self._event_lines))
+            return
+        earlier = [path.name for path in self.path.iterdir()] if self.path.is_dir() else []
+        if earlier and not overwrite:
+            raise RunFolderError(f"{self.path} already holds a run ({', '.join(sorted(earlier))}): choose another "
+                                 "output folder or pass overwrite=True (CLI: --overwrite)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in earlier:
+            target = self.path / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+    @property
+    def events_written(self) -> int:
+        """Lines of metrics.jsonl so far (a checkpoint records it)."""
+        return len(self._event_lines)
 
     def write_config(self, config: Any) -> Path:
         """Write config.json: the run's configuration, package version and time.

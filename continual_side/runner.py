@@ -2,91 +2,82 @@
 
 This is the loop behind ``continual-side demo`` and ``continual-side stream``: for each experience,
 train the Avalanche strategy, then evaluate on every task of the test stream to fill one row of the
-accuracy matrix R (R[i, j] = accuracy on task j after training on task i).
+accuracy matrix R (R[i, j] = accuracy on task j after training on task i), then save a checkpoint,
+so that an interrupted run continues from its last finished experience (``resume``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import numpy as np
 import torch
-import tyro
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from tqdm.auto import tqdm
 
-from continual_side.methods import MethodConfig, build_strategy
-from continual_side.results import RunWriter, run_folder
-from continual_side.streams import make_stream
-
-
-@dataclass
-class StreamConfig:
-    """Which task stream to build.
-
-    :param stream: icifar100, split_cifar10 or demo.
-    :param data_root: dataset folder (icifar100: where CIFAR-100 is or will be downloaded;
-        split_cifar10: an image-folder tree with train/ and test/). Unused by demo.
-    :param download: icifar100 only: download CIFAR-100 into data_root if it is not there.
-    :param n_tasks: split_cifar10 only: number of tasks (classes are split evenly).
-    :param classes_per_task: split_cifar10 only: classes per task (None: all classes split evenly).
-    :param class_order_seed: split_cifar10 only: permute the class order with this seed (None: sorted).
-    :param images_per_class: split_cifar10 only: keep the first N training images per class.
-    :param test_images_per_class: split_cifar10 only: keep the first N test images per class.
-    """
-
-    stream: str = "demo"
-    data_root: str | None = None
-    download: bool = False
-    n_tasks: int = 5
-    classes_per_task: int | None = None
-    class_order_seed: int | None = None
-    images_per_class: int | None = None
-    test_images_per_class: int | None = None
-
-    def options(self) -> dict:
-        """Keyword arguments for :func:`continual_side.streams.make_stream`."""
-        if self.stream == "icifar100":
-            return {"data_root": self.data_root or "data", "download": self.download}
-        if self.stream == "split_cifar10":
-            return {
-                "root": self.data_root,
-                "n_tasks": self.n_tasks,
-                "classes_per_task": self.classes_per_task,
-                "class_order_seed": self.class_order_seed,
-                "images_per_class": self.images_per_class,
-                "test_images_per_class": self.test_images_per_class,
-            }
-        return {}
-
+from continual_side import checkpoint
+from continual_side.errors import ConfigError
+from continual_side.methods import TrainConfig, build_strategy, get_method
+from continual_side.results import RunFolderError, RunWriter, differing_settings, is_complete, run_folder
+from continual_side.streams import get_stream, make_stream
 
 @dataclass
 class RunConfig:
     """One run: a method trained over a stream with one seed.
 
-    :param method: a registered method: finetune, features, independent, ewc, lwf, pnn or sidetune
-        (``continual_side.methods.METHODS``).
+    :param stream: a registered stream (``continual_side.streams.STREAMS``).
+    :param method: a registered method (``continual_side.methods.METHODS``).
+    :param stream_options: that stream's options dataclass; None for its defaults.
+    :param method_options: that method's options dataclass; None for its defaults.
+    :param train: training settings every method shares.
     :param seed: random seed for initialisation and data order.
     :param out: root folder of the run folders (``<out>/<stream>/<method>/seed-<n>/``).
     :param tensorboard: also log to TensorBoard (Avalanche's TensorboardLogger) in the run folder.
     :param progress: show progress bars.
-    :param overwrite: replace an earlier run in the same run folder (otherwise that is an error).
+    :param overwrite: replace an earlier run in the same run folder, complete or not.
+    :param resume: continue the incomplete run in the run folder from its last checkpoint.
     """
 
-    data: Annotated[StreamConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=StreamConfig)
+    stream: str = "demo"
     method: str = "sidetune"
-    train: Annotated[MethodConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=MethodConfig)
+    stream_options: Any = None
+    method_options: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     out: str = "runs"
     tensorboard: bool = False
     progress: bool = True
     overwrite: bool = False
+    resume: bool = False
+
+    def checked(self) -> RunConfig:
+        """This config with every option filled in and checked, before anything is built or written."""
+        if self.overwrite and self.resume:
+            raise ConfigError("--overwrite and --resume exclude each other: start again or continue, not both")
+        stream_options = get_stream(self.stream).check_options(self.stream_options)
+        method_options = get_method(self.method).check_options(self.method_options)
+        run_folder(self.out, self.stream, self.method, self.seed)  # names and seed usable as a folder
+        self.train.check()
+        return RunConfig(**{**vars(self), "stream_options": stream_options, "method_options": method_options})
+
+    def record(self) -> dict[str, Any]:
+        """What config.json records: the stream's and the method's own options only, and the shared settings."""
+        config = self.checked()
+        return {
+            "stream": {"name": config.stream, **asdict(config.stream_options)},
+            "method": {"name": config.method, **asdict(config.method_options)},
+            "train": asdict(config.train),
+            **{name: getattr(config, name) for name in ("seed", "out", "tensorboard", "progress", "overwrite",
+                                                         "resume")},
+        }
 
 
 @dataclass
@@ -101,15 +92,16 @@ class RunOutcome:
 
 
 class EpochProgress(SupervisedPlugin):
-    """tqdm bar over the epochs of the current experience; logs each epoch's loss and accuracy.
+    """tqdm bar over the epochs of the current experience; reports each epoch's loss and accuracy.
 
     :param enabled: show the bar.
-    :param writer: where epochs are logged; set once the run folder exists.
+    :param log: called as ``log("train_epoch", experience=..., epoch=..., loss=..., accuracy=...)``
+        after each epoch (e.g. :meth:`RunWriter.log`); None reports nowhere.
     """
 
-    def __init__(self, enabled: bool, writer: RunWriter | None = None) -> None:
+    def __init__(self, enabled: bool, log: Callable[..., None] | None = None) -> None:
         super().__init__()
-        self.writer = writer
+        self.log = log
         self.enabled = enabled
         self.bar: tqdm | None = None
         self.loss_sum = self.correct = self.seen = 0
@@ -133,13 +125,14 @@ class EpochProgress(SupervisedPlugin):
 
     def after_training_epoch(self, strategy, **kwargs):
         loss, acc = self.loss_sum / self.seen, self.correct / self.seen
-        self.writer.log(
-            "train_epoch",
-            experience=strategy.experience.current_experience,
-            epoch=strategy.clock.train_exp_epochs,
-            loss=loss,
-            accuracy=acc,
-        )
+        if self.log is not None:
+            self.log(
+                "train_epoch",
+                experience=strategy.experience.current_experience,
+                epoch=strategy.clock.train_exp_epochs,
+                loss=loss,
+                accuracy=acc,
+            )
         self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
         self.bar.update()
 
@@ -162,42 +155,82 @@ def run_evaluator(loggers: list | tuple = ()) -> EvaluationPlugin:
         )
 
 
+def _open_run_folder(config: RunConfig, record: dict[str, Any]) -> tuple[RunWriter, dict | None]:
+    """The run's writer and, when resuming, its checkpoint; refuses to mix two runs in one folder."""
+    path = run_folder(config.out, config.stream, config.method, config.seed)
+    started = path.is_dir() and any(path.iterdir())
+    if config.resume:
+        if is_complete(path):
+            raise RunFolderError(f"{path} holds a complete run; nothing to resume (--overwrite retrains it)")
+        document = checkpoint.load(path)
+        differing = differing_settings(json.loads(document["settings"]), record)
+        if differing:
+            raise RunFolderError(f"the checkpoint in {path} was written with other settings ({', '.join(differing)}): "
+                                 "resume with the settings it used, or rerun with --overwrite")
+        return RunWriter(config.out, config.stream, config.method, config.seed,
+                         keep_events=document["events"]), document
+    if started and not config.overwrite:
+        state = "a complete run" if is_complete(path) else "an incomplete run"
+        raise RunFolderError(f"{path} already holds {state}: pass --resume to continue an incomplete one, "
+                             "--overwrite to start again, or choose another --out")
+    writer = RunWriter(config.out, config.stream, config.method, config.seed, overwrite=config.overwrite)
+    writer.write_config(record)
+    return writer, None
+
+
 def run(config: RunConfig) -> RunOutcome:
     """Train ``config.method`` over ``config.stream`` and write the run folder.
 
+    Everything the user can get wrong (names, options, data, weights, folder state) is checked before
+    the first file is written. After each experience a checkpoint is saved; it is removed once the
+    run is complete (summary.json written).
+
     :param config: the run's configuration; written to ``config.json``.
-    :return: the accuracy matrix, the run folder and the summary.
+    :return: the accuracy matrix, the run folder, the summary and the trained model.
     """
+    config = config.checked()
+    record = config.record()
     RNGManager.set_random_seeds(config.seed)
-    benchmark = make_stream(config.data.stream, **config.data.options())
+    benchmark = make_stream(config.stream, config.stream_options, progress=config.progress)
     task_names = ["+".join(classes) for classes in benchmark.classes_per_task]
-    folder = run_folder(config.out, benchmark.stream_name, config.method, config.seed)
-    loggers = []
+    progress = EpochProgress(config.progress)
+    strategy = build_strategy(config.method, config.method_options, config.train, plugins=[progress],
+                              evaluator=run_evaluator())
+    writer, document = _open_run_folder(config, record)
+    progress.log = writer.log
     if config.tensorboard:
         from avalanche.logging import TensorboardLogger
 
-        loggers.append(TensorboardLogger(folder / "tensorboard"))
-    progress = EpochProgress(config.progress)
-    # a bad method, merge or device fails here, before a run folder is written
-    strategy = build_strategy(config.method, config.train, plugins=[progress], evaluator=run_evaluator(loggers))
-    writer = RunWriter(config.out, benchmark.stream_name, config.method, config.seed, overwrite=config.overwrite)
-    writer.write_config(asdict(config))
-    progress.writer = writer
+        strategy.evaluator.loggers.append(TensorboardLogger(writer.path / "tensorboard"))
 
     n_tasks = len(benchmark.train_stream)
     acc = np.zeros((n_tasks, n_tasks))
-    trained_per_task = []
-    start = time.perf_counter()
-    for i, experience in enumerate(tqdm(benchmark.train_stream, desc="experiences", disable=not config.progress)):
-        strategy.train(experience, **config.train.loader_options())
-        trained_per_task.append(trainable_parameters(strategy.model))
+    state = checkpoint.RunProgress(settings=json.dumps(record, default=str), acc_rows=acc[:0],
+                                   trainable_parameters=[], wall_time_s=0.0, events=0)
+    if document is not None:
+        state = checkpoint.progress_of(document)
+        acc[: state.experiences_done] = state.acc_rows
+        checkpoint.restore(document, strategy, benchmark)
+    start = time.perf_counter() - state.wall_time_s
+    experiences = tqdm(range(n_tasks), desc="experiences", disable=not config.progress,
+                       initial=state.experiences_done)
+    for i in range(state.experiences_done, n_tasks):
+        strategy.train(benchmark.train_stream[i], **config.train.loader_options())
+        trained = state.trainable_parameters + [trainable_parameters(strategy.model)]
         metrics = strategy.eval(benchmark.test_stream, **config.train.loader_options())
         for j, test_exp in enumerate(benchmark.test_stream):
-            key = f"Top1_Acc_Exp/eval_phase/test_stream/Task{test_exp.task_label:03d}/Exp{j:03d}"
-            acc[i, j] = metrics[key]
+            acc[i, j] = metrics[f"Top1_Acc_Exp/eval_phase/test_stream/Task{test_exp.task_label:03d}/Exp{j:03d}"]
             writer.log("eval", after_experience=i, task=j, accuracy=acc[i, j])
-    wall_time = time.perf_counter() - start
+        state = checkpoint.RunProgress(settings=state.settings, acc_rows=acc[: i + 1].copy(),
+                                       trainable_parameters=trained, wall_time_s=time.perf_counter() - start,
+                                       events=writer.events_written)
+        checkpoint.save(writer.path, strategy, state)
+        experiences.update()
+    experiences.close()
 
     writer.write_acc_matrix(acc, task_names)
-    summary = writer.write_summary(acc, wall_time_s=wall_time, trainable_parameters=max(trained_per_task))
-    return RunOutcome(acc_matrix=acc, run_dir=writer.path, summary=summary, task_names=task_names, model=strategy.model)
+    summary = writer.write_summary(acc, wall_time_s=state.wall_time_s,
+                                   trainable_parameters=max(state.trainable_parameters))
+    (writer.path / checkpoint.CHECKPOINT_FILE).unlink()
+    return RunOutcome(acc_matrix=acc, run_dir=writer.path, summary=summary, task_names=task_names,
+                      model=strategy.model)

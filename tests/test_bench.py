@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 
 from continual_side import runner
-from continual_side.bench import BenchConfig, aggregate, resolve_methods, run_bench
 from continual_side.errors import ConfigError
-from continual_side.methods import METHODS, MethodConfig
+from continual_side.methods import METHODS, TrainConfig
+from continual_side.methods.ewc import EWCOptions
+from continual_side.report import aggregate
 from continual_side.results import RunFolderError, RunWriter
-from continual_side.runner import StreamConfig
+from continual_side.streams.split_cifar10 import SplitCifar10Options
+from continual_side.sweep import BenchConfig, resolve_methods, run_bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TASKS = ["a+b", "c+d", "e+f"]
@@ -38,7 +40,7 @@ SAMPLE_STD_OF_TWO = math.sqrt(2 * 0.05**2)  # values m +- 0.05, ddof=1
 
 def _write_fake(out, method, seed, matrix, wall_time, parameters, epochs=4):
     writer = RunWriter(out, "split_cifar10", method, seed)
-    writer.write_config({"data": {"stream": "split_cifar10", "n_tasks": 3}, "method": method, "seed": seed,
+    writer.write_config({"stream": {"name": "split_cifar10", "n_tasks": 3}, "method": {"name": method}, "seed": seed,
                          "train": {"epochs": epochs, "lr": 1e-3}, "out": str(out), "progress": False})
     writer.log("eval", after_experience=0, task=0, accuracy=matrix[0][0])
     writer.write_acc_matrix(np.array(matrix), TASKS)
@@ -84,7 +86,7 @@ def test_csv_markdown_json_and_pngs(fake_out):
     markdown = (folder / "table.md").read_text()
     assert "| sidetune | 2 | 75.00 ± 7.07 | 0.00 ± 0.00 | +0.00 ± 0.00 | 1,000 | 0m15s |" in markdown
     assert "| toy | 2 | 65.00 ± 7.07 | 15.00 ± 14.14 | -15.00 ± 14.14 | 2,000 | 0m40s |" in markdown
-    assert f"- sidetune: {METHODS['sidetune'].TRAINED_PER_TASK}" in markdown
+    assert "- sidetune: the current task's side network, merge operator and head" in markdown
     document = json.loads((folder / "comparison.json").read_text())
     assert document["rows"][1]["matrices"][0] == FAKE_RUNS["toy"][0][0]
     assert document["rows"][1]["forgetting"]["mean"] == pytest.approx(0.15)
@@ -98,7 +100,7 @@ def test_csv_markdown_json_and_pngs(fake_out):
 def test_one_seed_shows_zero_std_with_n_1_and_lists_differences(fake_out):
     _write_fake(fake_out, "solo", 0, FAKE_RUNS["toy"][0][0], 5.0, 7, epochs=2)
     unfinished = RunWriter(fake_out, "split_cifar10", "solo", 1)
-    unfinished.write_config({"method": "solo"})
+    unfinished.write_config({"method": {"name": "solo"}})
     table = aggregate(fake_out, "split_cifar10", methods=["solo", "toy"])
     solo = table.row("solo")
     assert (solo.average_accuracy.mean, solo.average_accuracy.std, solo.average_accuracy.n) == pytest.approx(
@@ -111,10 +113,9 @@ def test_one_seed_shows_zero_std_with_n_1_and_lists_differences(fake_out):
 
 
 def test_aggregate_only_trains_nothing_and_honours_methods(fake_out, counted_runs):
-    data = StreamConfig(stream="split_cifar10")
-    table = run_bench(BenchConfig(data=data, out=str(fake_out), aggregate_only=True, progress=False))
+    table = run_bench(BenchConfig(stream="split_cifar10", out=str(fake_out), aggregate_only=True, progress=False))
     assert [row.method for row in table.rows] == ["sidetune", "toy"]
-    only = run_bench(BenchConfig(data=data, methods=("toy",), out=str(fake_out), aggregate_only=True))
+    only = run_bench(BenchConfig(stream="split_cifar10", methods=("toy",), out=str(fake_out), aggregate_only=True))
     assert [row.method for row in only.rows] == ["toy"]
     assert counted_runs == []
 
@@ -148,9 +149,10 @@ def counted_runs(monkeypatch):
 
 def test_tiny_sweep_writes_runs_and_comparison_and_resumes(cifar10_jpeg, tmp_path, counted_runs):
     config = BenchConfig(
-        data=StreamConfig(stream="split_cifar10", data_root=str(cifar10_jpeg), n_tasks=2, images_per_class=8,
-                          test_images_per_class=4),
-        train=MethodConfig(base="resnet20", epochs=1, batch_size=40),
+        stream="split_cifar10",
+        stream_options=SplitCifar10Options(data_root=str(cifar10_jpeg), n_tasks=2, images_per_class=8,
+                                           test_images_per_class=4),
+        train=TrainConfig(base="resnet20", epochs=1, batch_size=40),
         methods=("sidetune",), seeds=2, out=str(tmp_path), progress=False,
     )
     table = run_bench(config)
@@ -172,5 +174,24 @@ def test_tiny_sweep_writes_runs_and_comparison_and_resumes(cifar10_jpeg, tmp_pat
     run_bench(config)
     assert len(counted_runs) == 3
     config.train.epochs = 2
-    with pytest.raises(ConfigError, match=r"other settings \(train.epochs\).*--overwrite"):
+    with pytest.raises(RunFolderError, match=r"other settings \(train.epochs\).*--overwrite"):
         run_bench(config)
+
+
+def test_a_method_s_own_options_only_matter_to_that_method(fake_out, tmp_path, monkeypatch):
+    """The issue's reproduction: a finished sidetune run is reused whatever EWC's lambda is."""
+    from continual_side.runner import RunConfig
+
+    record = RunConfig(stream="demo", method="sidetune").record()
+    writer = RunWriter(tmp_path, "demo", "sidetune", 0)
+    writer.write_config(record)
+    writer.log("eval", after_experience=0, task=0, accuracy=1.0)
+    writer.write_acc_matrix(np.eye(5), [f"t{i}" for i in range(5)])
+    writer.write_summary(np.eye(5), wall_time_s=1.0, trainable_parameters=1)
+    monkeypatch.setattr(runner, "run", lambda config: pytest.fail(f"retrained {config.method}"))
+    table = run_bench(BenchConfig(stream="demo", methods=("sidetune",), seeds=1, out=str(tmp_path), progress=False,
+                                  method_options={}))
+    assert table.differing_settings == [] and "ewc" not in json.dumps(record)
+    with pytest.raises(ConfigError, match="options given for ewc, which this sweep does not run"):
+        run_bench(BenchConfig(stream="demo", methods=("sidetune",), seeds=1, out=str(tmp_path),
+                              method_options={"ewc": EWCOptions(lambda_=1.0)}))

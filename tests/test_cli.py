@@ -30,7 +30,7 @@ def test_unknown_method_lists_the_registered_ones(tmp_path, capsys):
 
 
 def test_unknown_merge_is_refused_before_training(tmp_path, capsys):
-    code, out = _run(["stream", "--merge", "average", "--out", str(tmp_path), "--no-progress"], capsys)
+    code, out = _run(["stream", "--sidetune.merge", "average", "--out", str(tmp_path), "--no-progress"], capsys)
     assert code == 2
     assert "unknown merge 'average'" in out.err and "film" in out.err
 

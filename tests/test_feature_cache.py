@@ -9,10 +9,12 @@ from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
 from continual_side.errors import ConfigError
-from continual_side.methods import MethodConfig, build_strategy
+from continual_side.methods import TrainConfig, build_strategy
 from continual_side.models.backbones import resnet20
 from continual_side.models.feature_cache import FeatureCache, clear_memory_caches
 from continual_side.models.sidetuned import FrozenBase
+from continual_side.streams import make_stream
+from continual_side.streams.split_cifar10 import SplitCifar10Options
 from continual_side.streams.transforms import normalise
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 24, 10
@@ -20,10 +22,9 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 24, 10
 
 @pytest.fixture(scope="module")
 def bench(cifar10_jpeg):
-    from continual_side.streams import make_stream
-
-    return make_stream("split_cifar10", root=str(cifar10_jpeg), n_tasks=2, classes_per_task=2,
-                       images_per_class=TRAIN_PER_CLASS, test_images_per_class=TEST_PER_CLASS)
+    return make_stream("split_cifar10", SplitCifar10Options(
+        data_root=str(cifar10_jpeg), n_tasks=2, classes_per_task=2, images_per_class=TRAIN_PER_CLASS,
+        test_images_per_class=TEST_PER_CLASS))
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,7 @@ def run_stream(bench, config, plugins=()):
     """Side-tuning over the stream as the runner does it; returns the accuracy matrix and the strategy."""
     torch.manual_seed(0)
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True))
-    strategy = build_strategy("sidetune", config, plugins=list(plugins), evaluator=evaluator)
+    strategy = build_strategy("sidetune", None, config, plugins=list(plugins), evaluator=evaluator)
     n = len(bench.train_stream)
     acc = np.zeros((n, n))
     for i, experience in enumerate(bench.train_stream):
@@ -62,7 +63,7 @@ def run_stream(bench, config, plugins=()):
 
 
 def config(**kwargs):
-    return MethodConfig(**{"base": "resnet20", "epochs": 2, "batch_size": 16, "eval_batch_size": 32, **kwargs})
+    return TrainConfig(**{"base": "resnet20", "epochs": 2, "batch_size": 16, "eval_batch_size": 32, **kwargs})
 
 
 def test_cache_gives_the_same_accuracy_matrix_and_computes_each_image_once(bench):
@@ -208,51 +209,15 @@ def test_corrupt_disk_cache_is_rebuilt_with_a_warning(network, images, tmp_path,
 
 @pytest.mark.parametrize("method", ["sidetune", "features", "pnn"])
 def test_every_frozen_base_method_gets_the_cache(method):
-    strategy = build_strategy(method, MethodConfig(base="resnet20", feature_cache="memory"))
+    strategy = build_strategy(method, None, TrainConfig(base="resnet20", feature_cache="memory"))
     bases = [m for m in strategy.model.modules() if isinstance(m, FrozenBase)]
     assert bases and all(isinstance(b.cache, FeatureCache) for b in bases)
-    finetune = build_strategy("finetune", MethodConfig(base="resnet20"))
+    finetune = build_strategy("finetune", None, TrainConfig(base="resnet20"))
     assert not any(isinstance(m, FrozenBase) for m in finetune.model.modules())
 
 
 def test_bad_cache_and_loader_options_are_config_errors():
     with pytest.raises(ConfigError, match="feature_cache='ram'"):
-        build_strategy("sidetune", MethodConfig(base="resnet20", feature_cache="ram"))
+        build_strategy("sidetune", None, TrainConfig(base="resnet20", feature_cache="ram"))
     with pytest.raises(ConfigError, match="num_workers=-1"):
-        MethodConfig(num_workers=-1).loader_options()
-
-
-def test_profiler_peak_is_the_running_maximum_of_allocations():
-    from continual_side.perf import profiler_peak_bytes
-
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        a = torch.empty(1 << 20, dtype=torch.uint8)
-        del a
-        b = torch.empty(3 << 18, dtype=torch.uint8)
-        c = torch.empty(1 << 18, dtype=torch.uint8)
-        del b, c
-    assert profiler_peak_bytes(prof) == 1 << 20
-
-
-def test_perf_measures_every_variant_on_the_same_batches(cifar10_jpeg, tmp_path):
-    import json
-
-    from continual_side.perf import PerfConfig, format_table, run_perf
-    from continual_side.runner import StreamConfig
-
-    out = tmp_path / "perf.json"
-    report = run_perf(PerfConfig(
-        data=StreamConfig(stream="split_cifar10", data_root=str(cifar10_jpeg), n_tasks=2, classes_per_task=2,
-                          images_per_class=16, test_images_per_class=2),
-        train=MethodConfig(base="resnet20", epochs=2, batch_size=16),
-        variants=("naive", "finetune", "sidetune", "features"), out=str(out),
-    ))
-    v = report["variants"]
-    assert report["same_batches"] and json.loads(out.read_text())["variants"] == v
-    assert v["naive"]["trainable_parameters"] == v["finetune"]["trainable_parameters"]
-    assert v["features"]["trainable_parameters"] == 64 * 2 + 2  # one linear head over the 64-d feature
-    assert all(r["images_per_epoch"] == 32 for r in v.values())
-    # no base activations kept for backward: the frozen-base methods need a fraction of fine-tuning's memory
-    assert v["features"]["peak_mb"] < v["sidetune"]["peak_mb"] < 0.5 * v["finetune"]["peak_mb"]
-    assert report["ratios_vs_finetune"]["finetune"]["epoch_s"] == 1.0
-    assert "| sidetune |" in format_table(report)
+        TrainConfig(num_workers=-1).check()

@@ -1,6 +1,5 @@
 """Every registered method trains exactly the parameters it claims to, and forgets only if it shares them."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -9,22 +8,17 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EWCPlugin, SupervisedPlugin
 
 from continual_side.errors import ConfigError
-from continual_side.methods import METHODS, MethodConfig, build_strategy
-from continual_side.methods.lwf import LwFPlugin
+from continual_side.methods import METHODS, TrainConfig, build_strategy
+from continual_side.methods.ewc import EWCOptions
+from continual_side.methods.lwf import LwFOptions, LwFPlugin
+from continual_side.models.sidetuned import FrozenBase
 from continual_side.streams import make_stream
+from continual_side.streams.split_cifar10 import SplitCifar10Options
 
-# What training task 1 may change, by parameter/buffer name; everything else must stay bit-identical.
-TRAINED_BY_TASK_1: dict[str, Callable[[str], bool]] = {
-    "finetune": lambda name: name.startswith(("base.", "tasks.1.")),
-    "ewc": lambda name: name.startswith(("base.", "tasks.1.")),
-    "lwf": lambda name: name.startswith(("base.", "tasks.1.")),
-    "features": lambda name: name.startswith("tasks.1."),
-    "independent": lambda name: name.startswith(("tasks.1.base.", "tasks.1.head.")),
-    "sidetune": lambda name: name.startswith(("tasks.1.side.", "tasks.1.merge.", "tasks.1.head.")),
-    "pnn": lambda name: name.startswith("tasks.1."),
-}
-FROZEN_BASE = {"features", "sidetune", "pnn"}  # the pre-trained base never trains nor updates BatchNorm
-SHARES_TRAINED_BASE = {"finetune", "ewc", "lwf"}  # task 0's outputs move when task 1 trains
+
+def shares_trained_base(method: str) -> bool:
+    """Task 0's outputs move when task 1 trains exactly when the method trains the shared base."""
+    return METHODS[method].trainable("base.anything", "1")
 
 
 def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -33,19 +27,25 @@ def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class Recorder(SupervisedPlugin):
     """Snapshots the model when a task's training starts (after Avalanche added its modules) and
-    records whether a frozen base was ever in training mode."""
+    records, at every training forward, the mode of every FrozenBase and of a trained shared base."""
 
     def __init__(self):
         super().__init__()
         self.at_start: dict[int, dict[str, torch.Tensor]] = {}
-        self.base_modes: set[bool] = set()
+        self.frozen_modes: set[bool] = set()
+        self.frozen_seen = 0
+        self.shared_base_modes: set[bool] = set()
 
     def before_training_exp(self, strategy, **kwargs):
         self.at_start[strategy.experience.current_experience] = tensors(strategy.model)
 
     def after_forward(self, strategy, **kwargs):
-        network = getattr(strategy.model.base, "network", None)
-        self.base_modes.add(bool(network is not None and network.training))
+        frozen = [m for m in strategy.model.modules() if isinstance(m, FrozenBase)]
+        self.frozen_seen = max(self.frozen_seen, len(frozen))
+        self.frozen_modes |= {module.network.training for module in frozen}
+        base = getattr(strategy.model, "base", None)
+        if base is not None and not isinstance(base, FrozenBase):
+            self.shared_base_modes.add(base.training)
 
 
 @dataclass
@@ -60,8 +60,8 @@ class TwoTasks:
 
 @pytest.fixture(scope="module")
 def stream(cifar10_jpeg):
-    return make_stream("split_cifar10", root=str(cifar10_jpeg), n_tasks=5, images_per_class=16,
-                       test_images_per_class=8)
+    return make_stream("split_cifar10", SplitCifar10Options(data_root=str(cifar10_jpeg), n_tasks=5,
+                                                            images_per_class=16, test_images_per_class=8))
 
 
 def task0_test_images(stream) -> torch.Tensor:
@@ -75,31 +75,34 @@ def task0_logits(strategy, stream) -> torch.Tensor:
         return strategy.model(task0_test_images(stream), 0)
 
 
-def train_two_tasks(method: str, stream, **config) -> TwoTasks:
+def train_two_tasks(method: str, stream, options=None) -> TwoTasks:
     RNGManager.set_random_seeds(0)
     recorder = Recorder()
-    options = dict(base="resnet20", epochs=1, batch_size=8) | config
-    strategy = build_strategy(method, MethodConfig(**options), plugins=[recorder], evaluator=None)
+    train = TrainConfig(base="resnet20", epochs=1, batch_size=8)
+    strategy = build_strategy(method, options, train, plugins=[recorder], evaluator=None)
     strategy.train(stream.train_stream[0], num_workers=0)
     after_task0, before = tensors(strategy.model), task0_logits(strategy, stream)
     strategy.train(stream.train_stream[1], num_workers=0)
     return TwoTasks(strategy, recorder, after_task0, tensors(strategy.model), before, task0_logits(strategy, stream))
 
 
-_runs: dict[str, TwoTasks] = {}  # one training per method, shared by the tests below
+@pytest.fixture(scope="module")
+def trained_runs() -> dict[str, TwoTasks]:
+    """One training per method, shared by this module's tests (a fresh dict per test session)."""
+    return {}
 
 
 @pytest.fixture(params=sorted(METHODS))
-def run(request, stream) -> tuple[str, TwoTasks]:
-    """Each registered method trained on tasks 0 and 1 (once per test session)."""
-    if request.param not in _runs:
-        _runs[request.param] = train_two_tasks(request.param, stream)
-    return request.param, _runs[request.param]
+def run(request, stream, trained_runs) -> tuple[str, TwoTasks]:
+    """Each registered method trained on tasks 0 and 1 (once per module)."""
+    if request.param not in trained_runs:
+        trained_runs[request.param] = train_two_tasks(request.param, stream)
+    return request.param, trained_runs[request.param]
 
 
 def test_exactly_the_intended_tensors_change(run):
     method, result = run
-    trains = TRAINED_BY_TASK_1[method]  # a new method needs an entry here
+    trains = lambda name: METHODS[method].trainable(name, "1")  # noqa: E731 - read from the registry
     start, end = result.recorder.at_start[1], result.after
     # starting task 1 only adds its modules: everything from task 0 is as it was
     assert all(torch.equal(start[name], value) for name, value in result.after_task0.items())
@@ -113,20 +116,22 @@ def test_exactly_the_intended_tensors_change(run):
     )
 
 
-def test_frozen_base_stays_in_eval_mode(run):
+def test_frozen_bases_stay_in_eval_mode_and_trained_bases_train(run):
     method, result = run
-    if method in FROZEN_BASE:
-        assert result.recorder.base_modes == {False}
-        assert not any(n.startswith("base.") and not torch.equal(result.recorder.at_start[0][n], result.after[n])
-                       for n in result.recorder.at_start[0] if n.startswith("base."))
-    elif method in SHARES_TRAINED_BASE:
-        assert result.recorder.base_modes == {True}
+    has_frozen = any(isinstance(m, FrozenBase) for m in result.strategy.model.modules())
+    assert result.recorder.frozen_modes == ({False} if has_frozen else set())
+    assert has_frozen == (method in {"features", "sidetune", "pnn", "independent"})
+    # a FrozenBase's tensors (BatchNorm buffers included) are bit-identical to the pre-trained ones
+    frozen = {f"{name}.{t}" for name, m in result.strategy.model.named_modules() if isinstance(m, FrozenBase)
+              for t, _ in [*m.named_parameters(), *m.named_buffers()]}
+    assert all(torch.equal(result.recorder.at_start[0][n], result.after[n]) for n in frozen)
+    assert result.recorder.shared_base_modes == ({True} if shares_trained_base(method) else set())
 
 
 def test_only_methods_sharing_a_trained_base_change_task0_outputs(run):
     method, result = run
     same = torch.equal(result.task0_logits_before, result.task0_logits_after)
-    assert same == (method not in SHARES_TRAINED_BASE)
+    assert same == (not shares_trained_base(method))
     if method == "finetune":
         assert not torch.equal(result.task0_logits_before.argmax(1), result.task0_logits_after.argmax(1))
 
@@ -145,7 +150,7 @@ def test_evaluating_an_unseen_task_changes_nothing_trained(run, stream):
 
 def test_pnn_column_takes_laterals_from_every_column_trained_before_it(stream):
     RNGManager.set_random_seeds(0)
-    strategy = build_strategy("pnn", MethodConfig(base="resnet20", epochs=1, batch_size=16), evaluator=None)
+    strategy = build_strategy("pnn", None, TrainConfig(base="resnet20", epochs=1, batch_size=16), evaluator=None)
     model = strategy.model
     strategy.train(stream.train_stream[0], num_workers=0)
     strategy.eval(stream.test_stream, num_workers=0)  # placeholders for tasks 1-4, laterals from column 0
@@ -156,9 +161,9 @@ def test_pnn_column_takes_laterals_from_every_column_trained_before_it(stream):
     assert len(model.task(2).output.adapter.alphas) == 2  # Avalanche's MLP adapter over columns 0 and 1
 
 
-def test_ewc_penalty_keeps_the_base_closer_than_finetuning(stream):
-    finetune = _runs.get("finetune") or train_two_tasks("finetune", stream)
-    ewc = train_two_tasks("ewc", stream, ewc_lambda=1e4)
+def test_ewc_penalty_keeps_the_base_closer_than_finetuning(stream, trained_runs):
+    finetune = trained_runs.get("finetune") or train_two_tasks("finetune", stream)
+    ewc = train_two_tasks("ewc", stream, EWCOptions(lambda_=1e4))
     fisher = next(p for p in ewc.strategy.plugins if isinstance(p, EWCPlugin)).importances[0]
     start = ewc.recorder.at_start[1]
     base = [name for name in fisher if name.startswith("base.")]
@@ -172,8 +177,8 @@ def test_ewc_penalty_keeps_the_base_closer_than_finetuning(stream):
     assert moved(ewc, lambda n: 1.0) < 0.95 * moved(finetune, lambda n: 1.0)
 
 
-def test_lwf_teacher_is_the_previous_model_in_eval_mode(stream):
-    result = _runs.get("lwf") or train_two_tasks("lwf", stream)
+def test_lwf_teacher_is_the_previous_model_in_eval_mode(stream, trained_runs):
+    result = trained_runs.get("lwf") or train_two_tasks("lwf", stream)
     plugin = next(p for p in result.strategy.plugins if isinstance(p, LwFPlugin))
     teacher = plugin.lwf.prev_model
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
@@ -183,7 +188,49 @@ def test_lwf_teacher_is_the_previous_model_in_eval_mode(stream):
     assert dict(plugin.lwf.prev_classes_by_task) == {0: {0, 1}, 1: {0, 1}}
 
 
+def test_ewc_with_lambda_0_trains_exactly_as_finetuning(stream, trained_runs):
+    finetune = trained_runs.get("finetune") or train_two_tasks("finetune", stream)
+    ewc = train_two_tasks("ewc", stream, EWCOptions(lambda_=0.0))
+    assert finetune.after.keys() == ewc.after.keys()
+    assert all(torch.equal(finetune.after[n], ewc.after[n]) for n in finetune.after)
+
+
+def test_ewc_loss_exceeds_the_cross_entropy_when_the_penalty_is_on(stream):
+    class LossRecorder(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.pairs = []  # (training loss after the penalty, plain cross-entropy) per iteration
+
+        def after_backward(self, strategy, **kwargs):
+            with torch.no_grad():
+                self.pairs.append((float(strategy.loss), float(strategy._criterion(strategy.mb_output, strategy.mb_y))))
+
+    recorder = LossRecorder()
+    RNGManager.set_random_seeds(0)
+    strategy = build_strategy("ewc", EWCOptions(lambda_=1e4), TrainConfig(base="resnet20", epochs=1, batch_size=8),
+                              plugins=[recorder], evaluator=None)
+    strategy.train(stream.train_stream[0], num_workers=0)
+    assert all(loss == ce for loss, ce in recorder.pairs)  # no earlier task: no penalty
+    first_task = len(recorder.pairs)
+    strategy.train(stream.train_stream[1], num_workers=0)
+    later = recorder.pairs[first_task + 1:]  # the first step of task 1 starts at the anchor: penalty 0
+    assert later and all(loss > ce for loss, ce in later)
+
+
+def test_lwf_with_alpha_0_is_finetuning_and_alpha_1_changes_the_weights(stream, trained_runs):
+    finetune = trained_runs.get("finetune") or train_two_tasks("finetune", stream)
+    off = train_two_tasks("lwf", stream, LwFOptions(alpha=0.0))
+    on = trained_runs.get("lwf") or train_two_tasks("lwf", stream)
+    assert all(torch.equal(finetune.after[n], off.after[n]) for n in finetune.after)
+    assert any(not torch.equal(finetune.after[n], on.after[n]) for n in finetune.after if n.startswith("base."))
+
+
 def test_unknown_method_is_a_config_error_listing_the_methods():
     with pytest.raises(ConfigError, match="unknown method 'nope'; choose one of") as error:
-        build_strategy("nope", MethodConfig())
-    assert str(error.value).endswith(", ".join(METHODS)) and "pnn" in METHODS and "ewc" in METHODS
+        build_strategy("nope")
+    assert str(error.value).endswith("choose one of " + ", ".join(METHODS))
+
+
+def test_options_of_another_method_are_refused():
+    with pytest.raises(ConfigError, match="method 'sidetune' takes SideTuneOptions, got EWCOptions"):
+        build_strategy("sidetune", EWCOptions())

@@ -4,27 +4,24 @@ import numpy as np
 import pytest
 import torch
 
-from continual_side.methods import MethodConfig, build_strategy
+from continual_side.methods import TrainConfig, build_strategy
 from continual_side.methods.sidetune import SideTuneModel, SideTuning
 from continual_side.metrics import forgetting
 from continual_side.models.backbones import resnet20
-from continual_side.runner import RunConfig, StreamConfig, run
+from continual_side.runner import RunConfig, run
+from continual_side.streams import make_stream
+from continual_side.streams.split_cifar10 import SplitCifar10Options
 
 
 @pytest.fixture(scope="module")
 def three_task_run(cifar10_jpeg, tmp_path_factory):
     """Side-tuning (ResNet-20 base, distilled FCN4 side, alpha merge) over a 3-task CIFAR-10 split."""
     config = RunConfig(
-        data=StreamConfig(
-            stream="split_cifar10",
-            data_root=str(cifar10_jpeg),
-            n_tasks=3,
-            classes_per_task=3,
-            images_per_class=40,
-            test_images_per_class=20,
-        ),
+        stream="split_cifar10",
+        stream_options=SplitCifar10Options(data_root=str(cifar10_jpeg), n_tasks=3, classes_per_task=3,
+                                           images_per_class=40, test_images_per_class=20),
         method="sidetune",
-        train=MethodConfig(base="resnet20", epochs=2, batch_size=32),
+        train=TrainConfig(base="resnet20", epochs=2, batch_size=32),
         out=str(tmp_path_factory.mktemp("runs")),
         progress=False,
     )
@@ -62,11 +59,9 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_only_current_task_modules_train_and_base_is_bit_identical(cifar10_jpeg):
-    from continual_side.streams import make_stream
-
-    bench = make_stream("split_cifar10", root=str(cifar10_jpeg), n_tasks=5, images_per_class=16,
-                        test_images_per_class=4)
-    strategy = build_strategy("sidetune", MethodConfig(base="resnet20", epochs=1, batch_size=16, lr=1e-2),
+    bench = make_stream("split_cifar10", SplitCifar10Options(data_root=str(cifar10_jpeg), n_tasks=5,
+                                                             images_per_class=16, test_images_per_class=4))
+    strategy = build_strategy("sidetune", None, TrainConfig(base="resnet20", epochs=1, batch_size=16, lr=1e-2),
                               evaluator=None)
     model = strategy.model
     base_before = _snapshot(model.base)
@@ -85,10 +80,8 @@ def test_only_current_task_modules_train_and_base_is_bit_identical(cifar10_jpeg)
 
 
 def test_usable_from_user_code_like_any_avalanche_strategy(cifar10_jpeg):
-    from continual_side.streams import make_stream
-
-    bench = make_stream("split_cifar10", root=str(cifar10_jpeg), n_tasks=5, images_per_class=8,
-                        test_images_per_class=4)
+    bench = make_stream("split_cifar10", SplitCifar10Options(data_root=str(cifar10_jpeg), n_tasks=5,
+                                                             images_per_class=8, test_images_per_class=4))
     model = SideTuneModel(resnet20(weights=True), merge="sum", side_init="random")
     strategy = SideTuning(model=model, train_mb_size=16, train_epochs=1, eval_mb_size=64, device="cpu", evaluator=None)
     strategy.train(bench.train_stream[0], num_workers=0)

@@ -16,11 +16,11 @@ from torchvision.datasets import CIFAR100
 
 from benchmarks.make_demo_data import build_demo_sample
 from continual_side.errors import ConfigError, DataRootError
-from continual_side.streams import make_stream
-from continual_side.streams.demo import DEMO_DATA_DIR, TEST_PER_CLASS, TRAIN_PER_CLASS
+from continual_side.streams import STREAMS, make_stream
+from continual_side.streams.demo import DEMO_DATA_DIR, TEST_PER_CLASS, TRAIN_PER_CLASS, DemoOptions
 from continual_side.streams.icifar import icifar100
 from continual_side.streams.imagefolder import ImageTensors, load_image_folder
-from continual_side.streams.split_cifar10 import split_cifar10
+from continual_side.streams.split_cifar10 import SplitCifar10Options, split_cifar10
 from continual_side.streams.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -340,11 +340,13 @@ def test_build_demo_sample_copies_first_files_and_replaces_output(tiny_tree, tmp
 
 
 def test_make_stream_registry_errors_and_options(tiny_tree):
-    with pytest.raises(ConfigError, match=r"\['demo', 'icifar100', 'split_cifar10'\]"):
+    with pytest.raises(ConfigError, match="unknown stream 'mnist'; choose one of " + ", ".join(STREAMS)):
         make_stream("mnist")
-    with pytest.raises(ConfigError, match="n_task"):
-        make_stream("split_cifar10", root=tiny_tree, n_task=3)
-    assert make_stream("split_cifar10", root=tiny_tree, n_tasks=2).classes_per_task == [
+    with pytest.raises(ConfigError, match="stream 'split_cifar10' takes SplitCifar10Options, got DemoOptions"):
+        make_stream("split_cifar10", DemoOptions())
+    with pytest.raises(ConfigError, match="split_cifar10 needs its images: pass --data-root"):
+        make_stream("split_cifar10")
+    assert make_stream("split_cifar10", SplitCifar10Options(data_root=str(tiny_tree), n_tasks=2)).classes_per_task == [
         ["c0", "c1", "c2"],
         ["c3", "c4", "c5"],
     ]

@@ -1,55 +1,47 @@
 """Continual-learning methods as Avalanche strategies, one file each, registered by name.
 
-To add a method: write ``continual_side/methods/<name>.py`` with ``build(config, *, plugins,
-evaluator)`` returning an Avalanche strategy and a ``TRAINED_PER_TASK`` description, then add one
-line to ``METHODS`` below.
+To add a method, write ``continual_side/methods/<name>.py`` that calls
+:func:`~continual_side.methods.registry.register_method` (its model, its options dataclass, what it
+trains) and add its import below; nothing else in the suite names a method.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
+from typing import Any
 
 from avalanche.core import BasePlugin
 from avalanche.training.plugins.evaluation import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from continual_side.errors import ConfigError
-from continual_side.methods import ewc, features, finetune, independent, lwf, pnn, sidetune
-from continual_side.methods.common import MethodConfig
-
-METHODS: dict[str, ModuleType] = {
-    "finetune": finetune,
-    "features": features,
-    "independent": independent,
-    "ewc": ewc,
-    "lwf": lwf,
-    "pnn": pnn,
-    "sidetune": sidetune,
-}
-
-
-def method_names() -> list[str]:
-    return list(METHODS)
+# the registry lines: importing a method's module registers it
+from continual_side.methods import finetune, features, independent, ewc, lwf, pnn, sidetune  # noqa: F401
+from continual_side.methods.common import PerTaskStrategy, TrainConfig, per_task_strategy
+from continual_side.methods.registry import METHODS, MethodSpec, get_method, register_method
 
 
 def build_strategy(
     name: str,
-    config: MethodConfig,
+    options: Any = None,
+    train: TrainConfig | None = None,
     *,
     plugins: Sequence[BasePlugin] = (),
     evaluator: EvaluationPlugin | None = None,
 ) -> SupervisedTemplate:
     """Build the named method's Avalanche strategy.
 
-    :param name: a key of ``METHODS``.
-    :param config: shared hyper-parameters.
-    :param plugins: extra Avalanche plugins (progress bars, loggers).
+    :param name: a registered method (``METHODS``).
+    :param options: that method's options dataclass; None for its defaults.
+    :param train: shared training settings; None for the defaults.
+    :param plugins: extra Avalanche plugins (progress bars, loggers), run after the method's own.
     :param evaluator: Avalanche evaluation plugin; None for a silent one that records nothing.
     """
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name].build(config, plugins=plugins, evaluator=evaluator)
+    spec = get_method(name)
+    options = spec.check_options(options)
+    train = (train or TrainConfig()).check()
+    return per_task_strategy(spec.model(options, train), train, plugins=plugins, evaluator=evaluator,
+                             method_plugins=list(spec.plugins(options)),
+                             strategy_cls=spec.strategy or PerTaskStrategy)
 
 
-__all__ = ["METHODS", "MethodConfig", "build_strategy", "method_names"]
+__all__ = ["METHODS", "MethodSpec", "TrainConfig", "build_strategy", "get_method", "register_method"]

@@ -1,15 +1,15 @@
-"""Pieces every method shares: its configuration, the per-task module container and the strategy base.
+"""Pieces every method shares: the training settings, the per-task module container and the strategy.
 
-A method is one file in this package with a ``build(config, *, plugins, evaluator)`` function that
-returns an Avalanche strategy, plus one line in ``METHODS`` (``continual_side/methods/__init__.py``).
+A method itself is one file that registers its model and options (:mod:`continual_side.methods.registry`);
+:func:`per_task_strategy` turns any registered method into the Avalanche strategy it trains with.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from avalanche.benchmarks.scenarios import CLExperience
@@ -30,22 +30,19 @@ BASES = {"resnet44": resnet44, "resnet20": resnet20}
 
 
 @dataclass
-class MethodConfig:
-    """Hyper-parameters shared by all methods; defaults are the side-tuning paper's iCIFAR settings.
+class TrainConfig:
+    """Training settings every method shares; defaults are the side-tuning paper's iCIFAR settings.
+
+    A method's own options (EWC's lambda, side-tuning's merge, ...) live in that method's options
+    dataclass, not here.
 
     :param base: pre-trained base network (CIFAR ResNet pre-trained on CIFAR-10).
     :param base_weights: path to the base's weights; default resolves them through the weights hub.
-    :param merge: side-tuning merge operator (base_only, side_only, sum, product, alpha, film, mlp).
-    :param side_init: side-network initialisation: distilled (FCN4 distilled from ResNet-44),
-        base_copy (a trainable copy of the base) or random.
     :param lr: Adam learning rate.
     :param epochs: training epochs per task.
     :param batch_size: training mini-batch size.
     :param eval_batch_size: evaluation mini-batch size.
     :param device: ``cpu`` or ``cuda``.
-    :param ewc_lambda: EWC penalty weight (see ``methods/ewc.py`` for how it was chosen).
-    :param lwf_alpha: LwF distillation weight.
-    :param lwf_temperature: LwF softmax temperature.
     :param feature_cache: reuse a frozen base's features (fixed for un-augmented inputs) across epochs,
         methods and seeds: ``memory`` (this process), ``disk`` (also ``cache_dir``, so later runs
         start warm) or ``off``. Results are the same either way.
@@ -55,35 +52,44 @@ class MethodConfig:
     :param pin_memory: pin host batches for faster copies to the GPU; None: on when device is cuda.
     """
 
-    base: Literal["resnet44", "resnet20"] = "resnet44"
+    base: str = "resnet44"
     base_weights: str | None = None
-    merge: str = "alpha"
-    side_init: Literal["distilled", "base_copy", "random"] = "distilled"
     lr: float = 1e-3
     epochs: int = 4
     batch_size: int = 128
     eval_batch_size: int = 256
     device: str = "cpu"
-    ewc_lambda: float = 10000.0
-    lwf_alpha: float = 1.0
-    lwf_temperature: float = 2.0
     feature_cache: CacheMode = "memory"
     cache_dir: str | None = None
     num_workers: int = 0
     pin_memory: bool | None = None
 
-    def loader_options(self) -> dict:
-        """DataLoader keyword arguments for Avalanche's ``strategy.train`` and ``strategy.eval``."""
+    def check(self) -> TrainConfig:
+        """Refuse values no run can use, with the fix, before anything is built or written."""
+        if self.base not in BASES:
+            raise ConfigError(f"unknown base {self.base!r}; choose one of {', '.join(BASES)}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be a positive integer (--{name.replace('_', '-')})")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr={self.lr!r} must be a positive number (--lr)")
+        if self.feature_cache not in CACHE_MODES:
+            raise ConfigError(f"feature_cache={self.feature_cache!r}; choose one of {', '.join(CACHE_MODES)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers={self.num_workers}; use 0 (main process) or a positive count")
+        check_device(self.device)
+        return self
+
+    def loader_options(self) -> dict:
+        """DataLoader keyword arguments for Avalanche's ``strategy.train`` and ``strategy.eval``."""
         return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
                 "persistent_workers": self.num_workers > 0}
 
 
-def pretrained_base(config: MethodConfig) -> CifarResNet:
+def pretrained_base(config: TrainConfig) -> CifarResNet:
     """The configured base network with its pre-trained weights."""
-    if config.base not in BASES:
-        raise ConfigError(f"unknown base {config.base!r}; choose one of {sorted(BASES)}")
+    config.check()
     return BASES[config.base](weights=config.base_weights or True)
 
 
@@ -181,15 +187,13 @@ class FeatureCacheSaver(BasePlugin):
         self.cache.save()
 
 
-def attach_feature_cache(model: nn.Module, config: MethodConfig) -> FeatureCache | None:
+def attach_feature_cache(model: nn.Module, config: TrainConfig) -> FeatureCache | None:
     """Give every :class:`FrozenBase` in ``model`` the configured feature cache (one shared object).
 
     Every method built through :func:`per_task_strategy` gets it this way, without code of its own.
 
     :return: the cache, or None when ``config.feature_cache`` is off or the model has no FrozenBase.
     """
-    if config.feature_cache not in CACHE_MODES:
-        raise ConfigError(f"feature_cache={config.feature_cache!r}; choose one of {', '.join(CACHE_MODES)}")
     bases = [m for m in model.modules() if isinstance(m, FrozenBase)]
     if config.feature_cache == "off" or not bases:
         return None
@@ -223,7 +227,7 @@ class SharedBaseModel(TaskModules):
 
 def per_task_strategy(
     model: nn.Module,
-    config: MethodConfig,
+    config: TrainConfig,
     *,
     plugins: Sequence[BasePlugin] = (),
     evaluator: EvaluationPlugin | None = None,
@@ -239,7 +243,7 @@ def per_task_strategy(
     :param method_plugins: the method's own plugins (EWC, LwF), run before the caller's.
     :param strategy_cls: a :class:`PerTaskStrategy` subclass that takes the same keyword arguments.
     """
-    check_device(config.device)
+    config.check()
     cache = attach_feature_cache(model, config)
     if cache is not None and cache.mode == "disk":
         method_plugins = [*method_plugins, FeatureCacheSaver(cache)]

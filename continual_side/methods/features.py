@@ -9,24 +9,20 @@ move), and a feature cache added to FrozenBase applies here unchanged. Trained p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from avalanche.core import BasePlugin
-from avalanche.training.plugins.evaluation import EvaluationPlugin
-from avalanche.training.templates import SupervisedTemplate
-
-from continual_side.methods.common import MethodConfig, SharedBaseModel, per_task_strategy, pretrained_base
+from continual_side.methods.common import SharedBaseModel, TrainConfig, pretrained_base
+from continual_side.methods.registry import NoOptions, register_method, task_modules_only
 from continual_side.models.sidetuned import FrozenBase
 
-TRAINED_PER_TASK = "the current task's linear head"
 
-
-def build(
-    config: MethodConfig,
-    *,
-    plugins: Sequence[BasePlugin] = (),
-    evaluator: EvaluationPlugin | None = None,
-) -> SupervisedTemplate:
+def fixed_features_model(options: object, train: TrainConfig) -> SharedBaseModel:
     """Linear heads on the frozen pre-trained base."""
-    model = SharedBaseModel(FrozenBase(pretrained_base(config)))
-    return per_task_strategy(model, config, plugins=plugins, evaluator=evaluator)
+    return SharedBaseModel(FrozenBase(pretrained_base(train)))
+
+
+register_method(
+    "features",
+    options=NoOptions,
+    model=fixed_features_model,
+    trained="the current task's linear head",
+    trainable=task_modules_only,
+)

@@ -9,33 +9,19 @@ McCloskey & Cohen 1989). Trained per task: the shared base (``base``) and the cu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from continual_side.methods.common import SharedBaseModel, TrainConfig, pretrained_base, trainable_features
+from continual_side.methods.registry import NoOptions, register_method, shared_base_and_task
 
-from avalanche.core import BasePlugin
-from avalanche.training.plugins.evaluation import EvaluationPlugin
-from avalanche.training.templates import SupervisedTemplate
 
-from continual_side.methods.common import (
-    MethodConfig,
-    SharedBaseModel,
-    per_task_strategy,
-    pretrained_base,
-    trainable_features,
+def finetuned_base_model(options: object, train: TrainConfig) -> SharedBaseModel:
+    """A trainable copy of the pre-trained base shared by all tasks, one linear head per task."""
+    return SharedBaseModel(trainable_features(pretrained_base(train)))
+
+
+register_method(
+    "finetune",
+    options=NoOptions,
+    model=finetuned_base_model,
+    trained="the shared base and the current task's linear head",
+    trainable=shared_base_and_task,
 )
-
-TRAINED_PER_TASK = "the shared base and the current task's linear head"
-
-
-def build(
-    config: MethodConfig,
-    *,
-    plugins: Sequence[BasePlugin] = (),
-    evaluator: EvaluationPlugin | None = None,
-    method_plugins: Sequence[BasePlugin] = (),
-) -> SupervisedTemplate:
-    """Fine-tuning of the pre-trained base with one head per task.
-
-    :param method_plugins: a regulariser on top of fine-tuning (used by ``ewc`` and ``lwf``).
-    """
-    model = SharedBaseModel(trainable_features(pretrained_base(config)))
-    return per_task_strategy(model, config, plugins=plugins, evaluator=evaluator, method_plugins=method_plugins)

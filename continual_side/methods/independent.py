@@ -9,26 +9,15 @@ Trained per task: ``tasks.<t>.base`` (the current task's copy of the network) an
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
 
 import torch
-from avalanche.core import BasePlugin
-from avalanche.training.plugins.evaluation import EvaluationPlugin
-from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from continual_side.methods.common import (
-    MethodConfig,
-    TaskModules,
-    per_task_strategy,
-    pretrained_base,
-    trainable_features,
-)
+from continual_side.methods.common import TaskModules, pretrained_base, trainable_features
+from continual_side.methods.registry import NoOptions, register_method
 from continual_side.models.backbones import CifarResNet
 from continual_side.models.heads import make_head
 from continual_side.models.sidetuned import FrozenBase
-
-TRAINED_PER_TASK = "the current task's own copy of the pre-trained network and its linear head"
 
 
 class IndependentModel(TaskModules):
@@ -49,11 +38,11 @@ class IndependentModel(TaskModules):
         return self.task(task_label)(x)
 
 
-def build(
-    config: MethodConfig,
-    *,
-    plugins: Sequence[BasePlugin] = (),
-    evaluator: EvaluationPlugin | None = None,
-) -> SupervisedTemplate:
-    """One independently fine-tuned network per task."""
-    return per_task_strategy(IndependentModel(pretrained_base(config)), config, plugins=plugins, evaluator=evaluator)
+
+register_method(
+    "independent",
+    options=NoOptions,
+    model=lambda options, train: IndependentModel(pretrained_base(train)),
+    trained="the current task's own copy of the pre-trained network and its linear head",
+    trainable=lambda name, task: name.startswith((f"tasks.{task}.base.", f"tasks.{task}.head.")),
+)

@@ -10,7 +10,7 @@ non-linear lateral adapter ``U relu(V [a_j h_j])`` over the same layer of every 
     h2_k = relu(itoh2_k h1_k + adapter2_k(h1_0 .. h1_{k-1}))           64 -> 64
     y_k  =      itoh3_k h2_k + adapter3_k(h2_0 .. h2_{k-1})            64 -> classes of task k
 
-(``hidden=64``, ``hidden_layers=2`` by default). Columns of tasks trained earlier are frozen and only
+(``PNNOptions``: ``hidden=64``, ``hidden_layers=2`` by default). Columns of tasks trained earlier are frozen and only
 feed the new one, so earlier tasks' outputs never change. A column's laterals come from the columns
 trained before it: a column created during evaluation of a not-yet-trained task is a placeholder
 (at chance) and is rebuilt when that task's training starts. Avalanche's own ``PNNLayer`` cannot be
@@ -23,18 +23,17 @@ layer); the base and all earlier columns are fixed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from avalanche.benchmarks.scenarios import CLExperience
-from avalanche.core import BasePlugin
 from avalanche.models.pnn import PNNColumn
-from avalanche.training.plugins.evaluation import EvaluationPlugin
-from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 
-from continual_side.methods.common import MethodConfig, TaskModules, per_task_strategy, pretrained_base
+from continual_side.errors import ConfigError
+from continual_side.methods.common import TaskModules, pretrained_base
+from continual_side.methods.registry import register_method, task_modules_only
 from continual_side.models.backbones import CifarResNet
 from continual_side.models.sidetuned import FrozenBase
 
@@ -71,8 +70,9 @@ class PNNModel(TaskModules):
 
     def __init__(self, base: CifarResNet, hidden: int = 64, hidden_layers: int = 2) -> None:
         super().__init__(FrozenBase(base))
-        if hidden_layers < 1:
-            raise ValueError(f"hidden_layers={hidden_layers}; a column needs at least one hidden layer")
+        if hidden_layers < 1 or hidden < 1:
+            raise ConfigError(f"hidden={hidden}, hidden_layers={hidden_layers}: a column needs at least one "
+                              "hidden layer of positive width")
         self.hidden = hidden
         self.hidden_layers = hidden_layers
         self.trained: list[str] = []  # task keys in training order: column k's laterals are trained[:k]
@@ -101,11 +101,23 @@ class PNNModel(TaskModules):
         return column.output(hs)
 
 
-def build(
-    config: MethodConfig,
-    *,
-    plugins: Sequence[BasePlugin] = (),
-    evaluator: EvaluationPlugin | None = None,
-) -> SupervisedTemplate:
-    """A progressive network of MLP columns on the frozen pre-trained base."""
-    return per_task_strategy(PNNModel(pretrained_base(config)), config, plugins=plugins, evaluator=evaluator)
+
+@dataclass
+class PNNOptions:
+    """PNN's own options.
+
+    :param hidden: width of every column's hidden layers.
+    :param hidden_layers: hidden layers per column (at least 1).
+    """
+
+    hidden: int = 64
+    hidden_layers: int = 2
+
+
+register_method(
+    "pnn",
+    options=PNNOptions,
+    model=lambda options, train: PNNModel(pretrained_base(train), options.hidden, options.hidden_layers),
+    trained="the current task's new column: its layers, lateral adapters from earlier columns and output layer",
+    trainable=task_modules_only,
+)

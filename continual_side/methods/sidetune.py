@@ -9,26 +9,31 @@ only. Nothing is shared between tasks, so the stream cannot forget.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
-from avalanche.core import BasePlugin
-from avalanche.training.plugins.evaluation import EvaluationPlugin
 
-from continual_side.methods.common import (
-    MethodConfig,
-    PerTaskStrategy,
-    TaskModules,
-    per_task_strategy,
-    pretrained_base,
-)
+from continual_side.methods.common import PerTaskStrategy, TaskModules, pretrained_base
+from continual_side.methods.registry import register_method
 from continual_side.models.backbones import CifarResNet
 from continual_side.models.heads import make_head
 from continual_side.models.merge import make_merge
 from continual_side.models.side import make_side
 from continual_side.models.sidetuned import FrozenBase, SideTunedNetwork
 
-TRAINED_PER_TASK = "the current task's side network, merge operator and head"
+
+@dataclass
+class SideTuneOptions:
+    """Side-tuning's own options.
+
+    :param merge: merge operator (base_only, side_only, sum, product, alpha, film, mlp); alpha is the paper's.
+    :param side_init: side-network initialisation: distilled (FCN4 distilled from ResNet-44, the paper's),
+        base_copy (a trainable copy of the base) or random.
+    """
+
+    merge: str = "alpha"
+    side_init: Literal["distilled", "base_copy", "random"] = "distilled"
 
 
 class SideTuneModel(TaskModules):
@@ -73,12 +78,12 @@ class SideTuning(PerTaskStrategy):
         super().__init__(model=model, optimizer=optimizer, **kwargs)
 
 
-def build(
-    config: MethodConfig,
-    *,
-    plugins: Sequence[BasePlugin] = (),
-    evaluator: EvaluationPlugin | None = None,
-) -> SideTuning:
-    """Side-tuning with the configured base, merge operator and side initialisation."""
-    model = SideTuneModel(pretrained_base(config), merge=config.merge, side_init=config.side_init)
-    return per_task_strategy(model, config, plugins=plugins, evaluator=evaluator, strategy_cls=SideTuning)
+
+register_method(
+    "sidetune",
+    options=SideTuneOptions,
+    model=lambda options, train: SideTuneModel(pretrained_base(train), merge=options.merge, side_init=options.side_init),
+    trained="the current task's side network, merge operator and head",
+    trainable=lambda name, task: name.startswith(tuple(f"tasks.{task}.{part}." for part in ("side", "merge", "head"))),
+    strategy=SideTuning,
+)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
+from continual_side.streams.registry import register_stream
 from continual_side.streams.split_cifar10 import split_cifar10
 
 DEMO_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
@@ -20,3 +22,23 @@ def demo_stream(*, n_tasks: int = 5, class_order_seed: int | None = None) -> CLS
     :param class_order_seed: None keeps classes sorted by name; an int shuffles them.
     """
     return split_cifar10(DEMO_DATA_DIR, n_tasks=n_tasks, class_order_seed=class_order_seed, stream_name="demo")
+
+
+@dataclass
+class DemoOptions:
+    """demo's options.
+
+    :param n_tasks: number of tasks; must divide 10.
+    :param class_order_seed: permute the class order with this seed (None: sorted by name).
+    """
+
+    n_tasks: int = 5
+    class_order_seed: int | None = None
+
+
+register_stream(
+    "demo",
+    options=DemoOptions,
+    build=lambda options, progress=False: demo_stream(n_tasks=options.n_tasks,
+                                                      class_order_seed=options.class_order_seed),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torchvision.datasets import CIFAR100
 from continual_side.errors import ConfigError, DataRootError
 from continual_side.streams.benchmark import task_benchmark
 from continual_side.streams.imagefolder import ImageTensors
+from continual_side.streams.registry import register_stream
 
 N_CLASSES = 100
 
@@ -47,3 +49,25 @@ def _load_split(data_root: Path, *, train: bool, download: bool) -> ImageTensors
         ) from None
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
     return ImageTensors(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes))
+
+
+@dataclass
+class ICifar100Options:
+    """icifar100's options.
+
+    :param data_root: folder holding (or receiving) ``cifar-100-python/``.
+    :param download: download CIFAR-100 into data_root if it is not there (md5-checked by torchvision).
+    :param n_tasks: number of tasks; must divide 100 (the paper: 10).
+    """
+
+    data_root: str = "data"
+    download: bool = False
+    n_tasks: int = 10
+
+
+register_stream(
+    "icifar100",
+    options=ICifar100Options,
+    build=lambda options, progress=False: icifar100(options.data_root, download=options.download,
+                                                    n_tasks=options.n_tasks),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 from continual_side.errors import ConfigError
 from continual_side.streams.benchmark import task_benchmark
 from continual_side.streams.imagefolder import load_image_folder
+from continual_side.streams.registry import register_stream
 
 
 def split_cifar10(
@@ -64,3 +66,35 @@ def split_cifar10(
     task_classes = [names[k * size : (k + 1) * size] for k in range(n_tasks)]
     tasks = [(train.select_classes(c), test.select_classes(c)) for c in task_classes]
     return task_benchmark(stream_name, tasks)
+
+
+@dataclass
+class SplitCifar10Options:
+    """split_cifar10's options.
+
+    :param data_root: an image-folder tree with ``train/`` and ``test/`` (e.g. the CIFAR-10 JPEGs).
+    :param n_tasks: number of tasks (classes are split evenly unless classes_per_task is set).
+    :param classes_per_task: classes per task (None: all classes split evenly).
+    :param class_order_seed: permute the class order with this seed (None: sorted by name).
+    :param images_per_class: keep the first N training images per class (None: all).
+    :param test_images_per_class: keep the first N test images per class (None: all).
+    """
+
+    data_root: str | None = None
+    n_tasks: int = 5
+    classes_per_task: int | None = None
+    class_order_seed: int | None = None
+    images_per_class: int | None = None
+    test_images_per_class: int | None = None
+
+
+def _build(options: SplitCifar10Options, *, progress: bool = False) -> CLScenario:
+    if options.data_root is None:
+        raise ConfigError("split_cifar10 needs its images: pass --data-root DIR, a folder with train/<class>/ "
+                          "and test/<class>/ (e.g. CIFAR-10 as JPEGs)")
+    return split_cifar10(options.data_root, n_tasks=options.n_tasks, classes_per_task=options.classes_per_task,
+                         class_order_seed=options.class_order_seed, images_per_class=options.images_per_class,
+                         test_images_per_class=options.test_images_per_class, progress=progress)
+
+
+register_stream("split_cifar10", options=SplitCifar10Options, build=_build)

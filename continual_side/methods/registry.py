@@ -1,0 +1,109 @@
+"""The method registry: a method is one file that registers its model, its options and what it trains.
+
+PEFT's shape (``register_peft_method(name, config_cls, model_cls)``): every method owns one options
+dataclass with nothing of any other method in it, so a run records exactly the options it used and
+the bench compares exactly those. The runner, the CLI, the bench and the tests read everything else
+from here, so adding a method is its file plus one import line in ``continual_side/methods/__init__.py``
+(or a :func:`register_method` call from your own module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from avalanche.core import BasePlugin
+from torch import nn
+
+from continual_side.errors import ConfigError
+
+
+@dataclass
+class NoOptions:
+    """The method has no options of its own."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the suite knows about one method.
+
+    :param name: registry name (lower case; also the run-folder name).
+    :param options: the method's own options dataclass (every field with a default).
+    :param model: ``model(options, train)`` builds the method's network (a ``TaskModules``) from its
+        options and the shared :class:`~continual_side.methods.common.TrainConfig`.
+    :param trained: what training a task changes, in words (the comparison table prints it).
+    :param trainable: ``trainable(name, task)``: may the parameter or buffer ``name`` of the model
+        change while task ``task`` (its key, e.g. ``"1"``) trains? Everything else must stay
+        bit-identical (the parameter test reads this).
+    :param plugins: ``plugins(options)``: the method's own Avalanche plugins (a regulariser, ...).
+    :param strategy: the ``PerTaskStrategy`` subclass to train with; None for ``PerTaskStrategy``.
+    """
+
+    name: str
+    options: type
+    model: Callable[[Any, Any], nn.Module]
+    trained: str
+    trainable: Callable[[str, str], bool]
+    plugins: Callable[[Any], Sequence[BasePlugin]] = lambda options: ()
+    strategy: type | None = None
+
+    def default_options(self) -> Any:
+        return self.options()
+
+    def check_options(self, options: Any | None) -> Any:
+        """``options`` if it is this method's options type, its defaults for None, else a ConfigError."""
+        if options is None:
+            return self.default_options()
+        if type(options) is not self.options:
+            raise ConfigError(f"method {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
+        return options
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    options: type = NoOptions,
+    model: Callable[[Any, Any], nn.Module],
+    trained: str,
+    trainable: Callable[[str, str], bool],
+    plugins: Callable[[Any], Sequence[BasePlugin]] = lambda options: (),
+    strategy: type | None = None,
+) -> MethodSpec:
+    """Add a method to the registry (see :class:`MethodSpec` for the arguments) and return its spec.
+
+    :raises ValueError: the name is not lower case, is taken, or ``options`` is not a dataclass whose
+        fields all have defaults (a run must be buildable from the name alone).
+    """
+    if not name or name != name.lower() or not name.replace("_", "").isalnum():
+        raise ValueError(f"method name {name!r}: use lower-case letters, digits and '_'")
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is registered already")
+    if not dataclasses.is_dataclass(options):
+        raise ValueError(f"method {name!r}: options must be a dataclass, got {options!r}")
+    options()  # every field needs a default
+    spec = MethodSpec(name=name, options=options, model=model, trained=trained, trainable=trainable,
+                      plugins=plugins, strategy=strategy)
+    METHODS[name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method ``name``, or a ConfigError listing the registered ones."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def shared_base_and_task(name: str, task: str) -> bool:
+    """Methods that train the shared base and the current task's modules (fine-tuning and its regularisers)."""
+    return name.startswith(("base.", f"tasks.{task}."))
+
+
+def task_modules_only(name: str, task: str) -> bool:
+    """Methods that train only the current task's own modules (nothing shared, so nothing forgotten)."""
+    return name.startswith(f"tasks.{task}.")

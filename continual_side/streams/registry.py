@@ -1,0 +1,78 @@
+"""The stream registry: a stream is one file that registers its builder and its options dataclass.
+
+The runner, the CLI and the bench read streams only from here, so adding a stream is its file plus
+one import line in ``continual_side/streams/__init__.py`` (or a :func:`register_stream` call from
+your own module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
+
+from continual_side.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One registered stream.
+
+    :param name: registry name; also the run folders' stream folder.
+    :param options: the stream's own options dataclass (every field with a default).
+    :param build: ``build(options, progress=...)`` returns the task-incremental benchmark (see
+        :func:`continual_side.streams.benchmark.task_benchmark`).
+    """
+
+    name: str
+    options: type
+    build: Callable[..., CLScenario]
+
+    def check_options(self, options: Any | None) -> Any:
+        """``options`` if it is this stream's options type, its defaults for None, else a ConfigError."""
+        if options is None:
+            return self.options()
+        if type(options) is not self.options:
+            raise ConfigError(f"stream {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
+        return options
+
+
+STREAMS: dict[str, StreamSpec] = {}
+
+
+def register_stream(name: str, *, options: type, build: Callable[..., CLScenario]) -> StreamSpec:
+    """Add a stream to the registry and return its spec.
+
+    :raises ValueError: the name is not lower case or is taken, or ``options`` is not a dataclass
+        whose fields all have defaults.
+    """
+    if not name or name != name.lower() or not name.replace("_", "").isalnum():
+        raise ValueError(f"stream name {name!r}: use lower-case letters, digits and '_'")
+    if name in STREAMS:
+        raise ValueError(f"stream {name!r} is registered already")
+    if not dataclasses.is_dataclass(options):
+        raise ValueError(f"stream {name!r}: options must be a dataclass, got {options!r}")
+    options()
+    STREAMS[name] = spec = StreamSpec(name=name, options=options, build=build)
+    return spec
+
+
+def get_stream(name: str) -> StreamSpec:
+    """The registered stream ``name``, or a ConfigError listing the registered ones."""
+    if name not in STREAMS:
+        raise ConfigError(f"unknown stream {name!r}; choose one of {', '.join(STREAMS)}")
+    return STREAMS[name]
+
+
+def make_stream(name: str, options: Any = None, *, progress: bool = False) -> CLScenario:
+    """Build the named stream with its options (None: its defaults).
+
+    :param name: a registered stream.
+    :param options: that stream's options dataclass.
+    :param progress: show decoding progress bars.
+    """
+    spec = get_stream(name)
+    return spec.build(spec.check_options(options), progress=progress)
