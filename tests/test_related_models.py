@@ -4,6 +4,7 @@ Small, fast checks of each model's defining property on a random ResNet-20 or sm
 built once, for its parameter count and weight loading.
 """
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -227,6 +228,35 @@ def test_forward_tasks_runs_the_backbone_once_and_matches_each_task_alone():
             model.tuner = tuner
             assert torch.equal(model(images), logits)
     assert [logits.shape for logits in together] == [(B, 2), (B, 3), (B, 5)]
+
+
+def _saved_for_backward_bytes(model: nn.Module, images: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of one training forward."""
+    storages = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        model(images)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize(
+    ("make", "low", "high"),
+    [
+        (lambda base: ResTuningBypass(base, CLASSES), 0.0, 0.55),
+        (lambda base: ResTuning(base, CLASSES), 1.0, math.inf),
+        (lambda base: CalibrationSideTuning(base, CLASSES), 0.0, 0.30),
+    ],
+    ids=["bypass", "in-backbone", "cst"],
+)
+def test_activation_memory_relative_to_fine_tuning(make, low, high):
+    images = _images(32)
+    ratio = _saved_for_backward_bytes(make(_base()), images) / _saved_for_backward_bytes(resnet20(), images)
+    assert low <= ratio <= high
 
 
 @pytest.mark.parametrize("model_class", [ResTuning, ResTuningBypass])

@@ -9,7 +9,8 @@ I_l(x) in {0, 1} picks the block's output::
 
     x_l = (1 - I_l(x)) * F_l(x_{l-1}) + I_l(x) * F̂_l(x_{l-1})        (each block ends in its ReLU)
 
-As in the released code: both paths run in training and the decision selects per sample; the policy is
+As in the released code: both paths run in training and the decision selects per sample (so the copies'
+BatchNorm statistics come from the whole batch); the policy is
 a ResNet of the main network's design with one block per stage (here ResNet-8 from
 :class:`CifarResNet`, randomly initialised) emitting 2 x L raw logits; decisions are Gumbel-softmax
 samples at temperature 5 with the straight-through estimator; one cross-entropy loss trains copies,
@@ -20,9 +21,8 @@ Where we differ from the released code, on purpose:
 * The original path is entirely frozen: no gradient, eval mode, BatchNorm statistics fixed (the released
   code trains the original path's BatchNorm and its stem conv). The stem stays frozen too.
 * Evaluation is deterministic (argmax of the logits) unless ``sample_at_eval=True``, which reproduces
-  the released code's Gumbel sampling at test time.
-* The straight-through decision is ``hard + (soft - soft.detach())``, whose value is exactly 0 or 1;
-  the usual ``(hard - soft).detach() + soft`` can round to 1 - 2^-24 and leak the other path.
+  the released code's Gumbel sampling at test time. In evaluation each image runs only the path it is
+  routed to, so inference costs one block per block.
 
 The global variant (``global_k``: fine-tune the same k blocks for every input) is our design: the
 paper's auxiliary losses for it could not be read offline and the released code has none. Its policy
@@ -58,7 +58,7 @@ def _gumbel_perturbed(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """The value of `hard` exactly, with the gradient of `soft`."""
+    """The value of `hard` exactly (soft - soft.detach() is exactly 0), with the gradient of `soft`."""
     return hard + (soft - soft.detach())
 
 
@@ -84,6 +84,19 @@ def gumbel_top_k(scores: torch.Tensor, k: int, temperature: float) -> torch.Tens
     perturbed = _gumbel_perturbed(scores)
     hard = torch.zeros_like(scores).scatter(0, perturbed.topk(k).indices, 1.0)
     return _straight_through(hard, F.softmax(perturbed / temperature, dim=-1))
+
+
+def _route(x: torch.Tensor, tuned: torch.Tensor, frozen_block: nn.Module, tuned_block: nn.Module) -> torch.Tensor:
+    """Each image through one block only: `tuned_block` where `tuned` (B,) is True, else `frozen_block`."""
+    if not tuned.any():
+        return frozen_block(x)
+    if tuned.all():
+        return tuned_block(x)
+    tuned_rows, frozen_rows = tuned.nonzero().flatten(), (~tuned).nonzero().flatten()
+    tuned_out, frozen_out = tuned_block(x[tuned_rows]), frozen_block(x[frozen_rows])
+    out = tuned_out.new_empty((x.shape[0], *tuned_out.shape[1:]))
+    out[tuned_rows], out[frozen_rows] = tuned_out, frozen_out
+    return out
 
 
 class SpotTune(nn.Module):
@@ -166,12 +179,14 @@ class SpotTune(nn.Module):
         network = self.base.network
         out = network.stem(x)
         for index, frozen_block in enumerate(network.residual_blocks()):
-            block_out = frozen_block(out)
             key = str(index)
-            if key in self.finetuned_blocks:
+            if key not in self.finetuned_blocks:
+                out = frozen_block(out)
+            elif self.training:
                 choice = decisions[:, index].view(-1, 1, 1, 1)
-                block_out = (1 - choice) * block_out + choice * self.finetuned_blocks[key](out)
-            out = block_out
+                out = (1 - choice) * frozen_block(out) + choice * self.finetuned_blocks[key](out)
+            else:
+                out = _route(out, decisions[:, index] > 0.5, frozen_block, self.finetuned_blocks[key])
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
