@@ -5,7 +5,6 @@ built once, for its parameter count and weight loading.
 """
 
 import math
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -63,13 +62,13 @@ def _train(model: nn.Module, images: torch.Tensor, steps: int = 3) -> None:
         optimizer.step()
 
 
-def _assert_only_trainable_parts_change(model: nn.Module, train: Callable[[], None]) -> None:
-    """requires_grad is set exactly on the declared prefixes; training changes nothing else (buffers too)."""
+def _assert_training_changes_only_trainable_parts(model: nn.Module, images: torch.Tensor) -> None:
+    """requires_grad is set exactly on the declared prefixes; 3 SGD steps change nothing else (buffers too)."""
     prefixes = model.trainable_prefixes
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {name for name, _ in model.named_parameters() if name.startswith(prefixes)}
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    train()
+    _train(model, images)
     after = model.state_dict()
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     assert changed, "training changed nothing"
@@ -177,10 +176,10 @@ def test_spottune_global_variant_fine_tunes_k_blocks_on_a_toy_task():
 
 def test_spottune_changes_only_its_copies_policy_and_head():
     model = SpotTune(_base(), CLASSES)
-    _assert_only_trainable_parts_change(model, lambda: _train(model, _images()))
+    _assert_training_changes_only_trainable_parts(model, _images())
     assert not model.base.network.training
     global_model = SpotTune(_base(), CLASSES, global_k=2)
-    _assert_only_trainable_parts_change(global_model, lambda: _train(global_model, _images()))
+    _assert_training_changes_only_trainable_parts(global_model, _images())
 
 
 # -------------------------------------------------------------------------------------------- Res-Tuning
@@ -262,7 +261,7 @@ def test_activation_memory_relative_to_fine_tuning(make, low, high):
 @pytest.mark.parametrize("model_class", [ResTuning, ResTuningBypass])
 def test_restuning_changes_only_its_tuners_and_head(model_class):
     model = model_class(_base(), CLASSES)
-    _assert_only_trainable_parts_change(model, lambda: _train(model, _images()))
+    _assert_training_changes_only_trainable_parts(model, _images())
 
 
 # ------------------------------------------------------------------------------------------------- CST
@@ -293,7 +292,7 @@ def test_cst_starts_at_the_base_and_the_backbone_gets_no_gradient():
 
 def test_cst_changes_only_its_side_gate_and_head():
     model = CalibrationSideTuning(_base(), CLASSES)
-    _assert_only_trainable_parts_change(model, lambda: _train(model, _images()))
+    _assert_training_changes_only_trainable_parts(model, _images())
 
 
 # ------------------------------------------------------------------------------------------------- HST
@@ -354,7 +353,7 @@ def test_hst_meta_token_of_block_l_changes_block_l_and_later_but_not_earlier():
 def test_hst_leaves_the_vit_bit_identical_and_trains_only_its_own_parts():
     model = _small_hst()
     vit_before = {key: value.clone() for key, value in model.vit.state_dict().items()}
-    _assert_only_trainable_parts_change(model, lambda: _train(model, _images(32)))
+    _assert_training_changes_only_trainable_parts(model, _images(32))
     assert all(torch.equal(model.vit.state_dict()[key], value) for key, value in vit_before.items())
     assert not model.vit.training
     assert not torch.equal(model.block_norms[0][0].weight, model.vit.encoder.layers[0].ln_1.weight)

@@ -26,11 +26,16 @@ Our choices where the code and this suite differ:
 * Bridged patch features are projected before they are resized (the code resizes first); bilinear
   interpolation weights sum to one, so both orders give the same values up to rounding, and ours
   resizes d_s channels instead of D.
-* Meta tokens are one (L, D) tensor, Xavier-uniform initialised as a whole.
+* Meta tokens are one (L, D) tensor, Xavier-uniform initialised as a whole. Resizing is bilinear with
+  align_corners=False and attention scales by head_dim^-1/2; the code's settings for these were not
+  recorded.
 * Gradients flow through the frozen ViT to the meta tokens and block norms (as in the code): HST is not
   a backprop-free side network.
 * :data:`CIFAR_SIDE` uses a stride-1 stem so that the side's stage 3 matches a 32 px, patch-4 ViT's 8x8
   grid as stage 3 matches ViT-B/16's 14x14 grid at 224 px.
+
+On ViT-B/16 one task trains 772,140 parameters with 100 classes (765,570 with 10); the paper reports
+0.78M. :func:`vit_b16` loads torchvision's ViT-B/16 state_dict layout only (timm's key names differ).
 
 :func:`vit_cifar` is a small ViT (patch 4, 32 px) for CPU runs. No pre-trained weights exist for it
 yet; the planned pre-training script distils the shipped ResNet-44 into it on the CIFAR-10 training
