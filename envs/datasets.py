@@ -151,6 +151,7 @@ def generate_episodes(scene_id: str, cfg: EpisodeGenConfig, seed: int) -> list[N
     with read_write(config):
         config.habitat.simulator.agents.main_agent.sim_sensors = {}
     sim = ContinualSideSim(config.habitat.simulator)
+    sim.set_field_cache_dir(None)  # most candidate goals are rejected: keep their fields off the disk
     budget = _SampleBudget(sim, cfg.max_samples_per_episode * max(cfg.episodes_per_scene, 1))
     quotas, episodes = _quotas(cfg.episodes_per_scene), []
     counts = dict.fromkeys(quotas, 0)
@@ -237,13 +238,13 @@ def write_episodes(path, episodes: list[NavigationEpisode]) -> Path:
     return path
 
 
-# The shipped dataset (envs/data/pointnav/v1): training scenes apart from the held-out one.
+# The shipped dataset (envs/data/pointnav/v1): disjoint scenes per split, val and test unseen in training.
 DEFAULT_SPLIT_SCENES = {
-    "train": ["builtin:apartment_0", "builtin:apartment_1"],
-    "val": ["builtin:apartment_2"],
-    "test": ["builtin:apartment_2"],
+    "train": [f"builtin:apartment_{seed}" for seed in range(16)],
+    "val": [f"builtin:apartment_{seed}" for seed in range(16, 20)],
+    "test": [f"builtin:apartment_{seed}" for seed in range(20, 24)],
 }
-DEFAULT_EPISODES_PER_SCENE = {"train": 90, "val": 30, "test": 30}
+DEFAULT_EPISODES_PER_SCENE = {"train": 126, "val": 30, "test": 30}
 
 
 def write_default_dataset(root) -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """habitat-lab PointNav environments on ContinualSideSim: config composition and ``habitat.Env``.
 
 The config is habitat-lab's own PointNav benchmark (``benchmark/nav/pointnav/pointnav_base``:
-Nav-v0 task, stop / move_forward 0.25 m / turn_left / turn_right 10 degrees, the
+Nav-v0 task (as ContinualSideNav-v0, see envs/task.py), stop / move_forward 0.25 m / turn_left / turn_right 10 degrees, the
 PointGoalWithGPSCompass sensor, DistanceToGoal, Success (0.2 m), SPL and DistanceToGoalReward)
 plus the Collisions measure, composed from envs/configs/pointnav.yaml.
 """
@@ -16,6 +16,8 @@ import habitat
 from habitat.config import read_write
 
 import envs.simulator  # noqa: F401  (registers ContinualSideSim-v0)
+from envs.render import WALL_HEIGHT_M
+import envs.task  # noqa: F401  (registers ContinualSideNav-v0)
 
 CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "pointnav.yaml"
 DEFAULT_DATA_PATH = str(Path(__file__).resolve().parent / "data" / "pointnav" / "v1" / "{split}" / "{split}.json.gz")
@@ -53,6 +55,10 @@ def make_habitat_config(
         raise ConfigError(
             f"need width, height >= 1, 0 < hfov < 180 and max_episode_steps >= 0, got {width}x{height}, "
             f"hfov {hfov}, max_episode_steps {max_episode_steps}"
+        )
+    if not 0 < camera_height < WALL_HEIGHT_M:
+        raise ConfigError(
+            f"camera_height {camera_height} m must lie between the floor (0) and the ceiling ({WALL_HEIGHT_M} m)"
         )
     if data_path is None and scene is None:
         raise ConfigError("without a dataset (data_path=None) pass scene='builtin:<name>' or a scene .npz path")

@@ -275,9 +275,24 @@ def _place_furniture(occupancy, texture, room, count, cell_size, rng) -> None:
         texture[top : top + height, left : left + width] = FURNITURE_TEXTURES[int(rng.integers(len(FURNITURE_TEXTURES)))]
 
 
+def write_builtin_scenes(seeds, folder=SCENES_DIR) -> list[Path]:
+    """Write ``apartment_<seed>.npz`` for each seed: the shipped scenes are seeds 0..23.
+
+    :param seeds: apartment seeds.
+    :param folder: destination folder.
+    """
+    paths = []
+    for seed in seeds:
+        scene = generate_apartment(seed)
+        scene.name = f"apartment_{seed}"
+        paths.append(Path(folder) / f"{scene.name}.npz")
+        scene.save(paths[-1])
+    return paths
+
+
 def builtin_scene_names() -> list[str]:
     """Names of the scenes shipped in envs/scenes/."""
-    return sorted(p.stem for p in SCENES_DIR.glob("*.npz"))
+    return sorted((p.stem for p in SCENES_DIR.glob("*.npz")), key=lambda name: (len(name), name))
 
 
 def load_builtin_scene(name: str) -> Scene:

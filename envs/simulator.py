@@ -14,6 +14,7 @@ Scene ids (``habitat.simulator.scene`` / an episode's ``scene_id``) are a path t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ from habitat.core.simulator import (
 from habitat.sims.habitat_simulator.actions import HabitatSimActions
 
 from envs.motion import move_forward
-from envs.navgrid import NavGrid
+from envs.navgrid import NavGrid, field_cache_dir
 from envs.render import RGBDRenderer
 from envs.scene import Scene, load_builtin_scene
 
@@ -73,6 +74,8 @@ def quaternion_to_heading(rotation: Any) -> float:
     """
     if not isinstance(rotation, quaternion.quaternion):
         x, y, z, w = (float(v) for v in rotation)
+        if x == 0.0 and z == 0.0:  # a pure yaw, as every episode start is: no vector rotation needed
+            return wrap_angle(2.0 * math.atan2(y, w))
         rotation = quaternion.quaternion(w, x, y, z)
     forward = quaternion.rotate_vectors(rotation, np.array([0.0, 0.0, -1.0]))
     return math.atan2(-forward[0], -forward[2])
@@ -81,9 +84,9 @@ def quaternion_to_heading(rotation: Any) -> float:
 class _SceneState:
     """A loaded scene, its navigable grid and renderers (one per camera), kept across episodes."""
 
-    def __init__(self, scene: Scene, agent_radius: float):
+    def __init__(self, scene: Scene, agent_radius: float, cache_dir: Path | None):
         self.scene = scene
-        self.grid = NavGrid(scene, agent_radius=agent_radius)
+        self.grid = NavGrid(scene, agent_radius=agent_radius, cache_dir=cache_dir)
         self.renderers: dict[tuple, RGBDRenderer] = {}
         self._island_radius: dict[int, float] = {}
 
@@ -180,6 +183,7 @@ class ContinualSideSim(Simulator):
         self._forward_step = float(config.forward_step_size)
         self._turn = math.radians(float(config.turn_angle))
         self._scenes: dict[str, _SceneState] = {}
+        self._field_cache_dir = field_cache_dir()
         self._rng = np.random.default_rng(config.seed)
         self._position = np.zeros(3, dtype=np.float32)
         self._heading = 0.0
@@ -213,22 +217,39 @@ class ContinualSideSim(Simulator):
         return sensors
 
     def reconfigure(self, config, episode=None) -> None:
-        """Switch to the config's scene (scenes stay loaded) and take its agent start state.
+        """Switch to the episode's scene (scenes stay loaded) and take its start state.
 
-        Sensors, step size, turn angle and agent radius are read once, when the simulator is
-        built: habitat's Nav task only changes the scene and start state between episodes, and
+        With an episode (``habitat.Env.reconfigure`` passes the current one) the scene id and start
+        pose come from it, so the ContinualSideNav-v0 task need not write them into the config;
+        without one, from the config (``habitat.simulator.scene`` and the agent's start state).
+        Sensors, step size, turn angle and agent radius are read once, when the simulator is built:
         reading an OmegaConf config costs milliseconds.
         """
         self.habitat_config = config
-        key = str(config.scene)
+        if episode is not None:
+            key = str(episode.scene_id)
+            has_start = episode.start_position is not None and episode.start_rotation is not None
+            start = (episode.start_position, episode.start_rotation) if has_start else None
+        else:
+            key = str(config.scene)
+            agent = get_agent_config(config)
+            start = (agent.start_position, agent.start_rotation) if agent.is_set_start_state else None
         if key not in self._scenes:
-            self._scenes[key] = _SceneState(load_scene(key), agent_radius=self._agent_radius)
+            self._scenes[key] = _SceneState(load_scene(key), self._agent_radius, self._field_cache_dir)
         self._state = self._scenes[key]
-        agent = get_agent_config(config)
         self._start = None
-        if agent.is_set_start_state:
-            self._start = ([float(v) for v in agent.start_position], [float(v) for v in agent.start_rotation])
+        if start is not None:
+            self._start = ([float(v) for v in start[0]], [float(v) for v in start[1]])
             self.set_agent_state(*self._start)
+
+    def set_field_cache_dir(self, folder: Path | None) -> None:
+        """Keep geodesic distance fields on disk in `folder` (None: memory only), for every scene.
+
+        :param folder: default envs.navgrid.field_cache_dir() ($CONTINUAL_SIDE_NAV_CACHE).
+        """
+        self._field_cache_dir = folder
+        for state in self._scenes.values():
+            state.grid.cache_dir = folder
 
     def seed(self, seed: int) -> None:
         self._rng = np.random.default_rng(seed)

@@ -61,7 +61,7 @@ def test_same_seed_gives_identical_scene_and_other_seed_differs():
 
 
 def test_builtin_scenes_are_the_seeded_apartments():
-    assert builtin_scene_names() == ["apartment_0", "apartment_1", "apartment_2"]
+    assert builtin_scene_names() == [f"apartment_{seed}" for seed in range(24)]
     for seed, name in enumerate(builtin_scene_names()):
         shipped, fresh = load_builtin_scene(name), generate_apartment(seed)
         assert shipped.seed == seed and shipped.name == name
@@ -178,6 +178,22 @@ def test_shortest_path_is_navigable_and_as_long_as_the_geodesic(apartment_grid):
         for p, q in zip(path, path[1:]):
             for s in np.linspace(0.0, 1.0, int(np.linalg.norm(q - p) / 0.01) + 2):
                 assert apartment_grid.is_navigable(p + s * (q - p))
+
+
+def test_distance_fields_are_cached_on_disk_per_navigable_mask(tmp_path):
+    scene = with_box(empty_room(4.0, 3.0), 1.95, 2.05, 0.0, 2.0, WALL)
+    goal = pt(3.0, 1.0)
+    computed = NavGrid(scene, cache_dir=tmp_path).distance_field(goal)
+    files = sorted(tmp_path.rglob("*.npz"))
+    assert len(files) == 1
+    reread = NavGrid(scene, cache_dir=tmp_path)
+    np.testing.assert_array_equal(reread.distance_field(goal), computed)
+    assert reread.geodesic_distance(pt(1.0, 1.0), goal) == NavGrid(scene).geodesic_distance(pt(1.0, 1.0), goal)
+    files[0].write_bytes(b"truncated")  # a broken cache file is recomputed and rewritten
+    np.testing.assert_array_equal(NavGrid(scene, cache_dir=tmp_path).distance_field(goal), computed)
+    assert zipfile.is_zipfile(files[0])
+    NavGrid(scene, agent_radius=0.2, cache_dir=tmp_path).distance_field(goal)  # another mask: its own file
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
 
 
 # --- motion ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import gymnasium
@@ -27,6 +28,7 @@ from envs.datasets import (
     write_pointnav_dataset,
 )
 from envs.habitat_env import make_habitat_config, make_habitat_env
+from envs.navgrid import FIELD_CACHE_ENV
 from envs.scene import SceneFileError, empty_room
 
 from continual_side.errors import ConfigError, ContinualSideError
@@ -38,6 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHIM_FILE = REPO / "envs" / "habitat_shim.py"
 STOP, FORWARD, LEFT, RIGHT = 0, 1, 2, 3
 FACING_PLUS_X = -math.pi / 2  # heading whose forward vector (-sin, 0, -cos) is +x
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _field_cache_in_tmp(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(FIELD_CACHE_ENV, str(tmp_path_factory.mktemp("geodesic")))
+        yield
 
 
 # --- the import shim ------------------------------------------------------------------------------
@@ -248,18 +257,22 @@ def test_corrupt_scene_file_is_a_clear_error(tmp_path):
 
 
 def test_shipped_dataset_loads_with_habitat_and_follows_the_bins():
+    scenes_seen = []
     for split, scenes in DEFAULT_SPLIT_SCENES.items():
         config = make_habitat_config(split=split)
         dataset = PointNavDatasetV1(config.habitat.dataset)
         assert len(dataset.episodes) == DEFAULT_EPISODES_PER_SCENE[split] * len(scenes)
         assert {e.scene_id for e in dataset.episodes} == set(scenes)
+        scenes_seen += scenes
         for episode in dataset.episodes:
             geodesic, name = episode.info["geodesic_distance"], episode.info["difficulty"]
             low, high = DIFFICULTY_BINS[name]
             assert low <= geodesic < high and difficulty(geodesic) == name
             assert episode.goals[0].radius == 0.2
-        counts = [sum(e.info["difficulty"] == name for e in dataset.episodes) for name in DIFFICULTY_BINS]
-        assert counts == [len(dataset.episodes) // 3] * 3
+        per_scene_and_bin = Counter((e.scene_id, e.info["difficulty"]) for e in dataset.episodes)
+        assert set(per_scene_and_bin.values()) == {DEFAULT_EPISODES_PER_SCENE[split] // 3}  # stratified per scene
+    assert len(scenes_seen) == len(set(scenes_seen)) == 24  # splits share no scene
+    assert [len(DEFAULT_SPLIT_SCENES[split]) * DEFAULT_EPISODES_PER_SCENE[split] for split in ("train", "val", "test")] == [2016, 120, 120]
 
 
 def test_generated_episodes_are_habitat_pointnav_and_deterministic(tmp_path):
@@ -298,14 +311,6 @@ def gym_env():
     env.close()
 
 
-def test_env_checkers_pass(gym_env):
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    check_env(gym_env.unwrapped, skip_render_check=True)
-    sb3_check_env(gym_env.unwrapped, warn=False)
-
-
 def test_same_seed_same_episode_and_observations(gym_env):
     other = gymnasium.make("continual_side/PointNav-v0", split="val", width=32, height=32)
     actions = np.random.default_rng(3).integers(1, 4, 30)
@@ -327,28 +332,14 @@ def test_ten_thousand_random_actions(gym_env):
     rng = np.random.default_rng(0)
     obs, _ = gym_env.reset(seed=0)
     episodes = 1
-    for action in rng.integers(0, 4, 10_000):
+    for action in rng.integers(0, 4, 5_000):
         obs, reward, terminated, truncated, info = gym_env.step(action)
         assert space.contains(obs) and math.isfinite(reward)
         assert np.isfinite(obs["depth"]).all() and np.isfinite(obs["pointgoal_with_gps_compass"]).all()
         if terminated or truncated:
             obs, _ = gym_env.reset()
             episodes += 1
-    assert episodes > 100  # stop (action 0) ends episodes; the 150-step TimeLimit cuts the rest
-
-
-def test_expert_solves_the_shipped_val_episodes(gym_env):
-    env = gym_env.unwrapped
-    env.reset(seed=1)
-    results = []
-    for _ in range(6):
-        terminated = truncated = False
-        while not (terminated or truncated):
-            _, reward, terminated, truncated, info = env.step(env.expert_action())
-        results.append((info["success"], info["spl"]))
-        env.reset()
-    assert all(success == 1.0 for success, _ in results)
-    assert min(spl for _, spl in results) > 0.85
+    assert episodes > 500  # stop (action 0) ends episodes; the 150-step TimeLimit cuts the rest
 
 
 def test_habitat_gym_wrapper_runs_on_continual_side_sim():
