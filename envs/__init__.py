@@ -11,20 +11,38 @@ themselves load on first use of the names below.
 """
 
 import importlib
+import importlib.metadata
+import sys
 
 import gymnasium
 
 from envs import habitat_shim
 
+
+def _drop_gym_notice() -> None:
+    """Keep gym 0.23 (imported by habitat-lab) from printing its "unmaintained" banner on stderr.
+
+    gym prints the entry for its own version from ``gym_notices`` on first import; only that
+    entry is removed, before gym is imported, so every other warning still shows.
+    """
+    if "gym" in sys.modules:
+        return
+    try:
+        import gym_notices.notices as gym_notices
+
+        gym_notices.notices.pop(importlib.metadata.version("gym"), None)
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        pass  # no gym or no notices: nothing to silence
+
+
+_drop_gym_notice()
 habitat_shim.install()
 
 GYM_ID = "continual_side/PointNav-v0"
 if GYM_ID not in gymnasium.registry:
-    # gymnasium's TimeLimit truncates (make(..., max_episode_steps=N) overrides it); habitat's own
-    # step limit is switched off so it cannot cut episodes shorter than asked
-    gymnasium.register(
-        id=GYM_ID, entry_point="envs.gym_env:PointNavEnv", max_episode_steps=500, kwargs={"max_episode_steps": 0}
-    )
+    # gymnasium's TimeLimit truncates (make(..., max_episode_steps=N) overrides it); the env's own
+    # habitat_step_limit is 0 by default, so habitat cannot cut episodes shorter than asked
+    gymnasium.register(id=GYM_ID, entry_point="envs.gym_env:PointNavEnv", max_episode_steps=500)
 
 _LAZY = {
     "make_habitat_config": "envs.habitat_env",
