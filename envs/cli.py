@@ -6,9 +6,8 @@ from typing import Annotated, Union
 
 import tyro
 
-from benchmarks.perf_env import PerfConfig as NavPerfConfig
-from benchmarks.perf_env import main as run_nav_perf
 from envs.nav_demo import NavDemoConfig, run_nav_demo
+from envs.perf import NavPerfConfig, run_nav_perf
 
 
 def main(argv: list[str]) -> dict:

@@ -10,7 +10,6 @@ floor or the ceiling, whose depth depends on the row only. Depth is along the ca
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 from numba import njit
@@ -21,6 +20,7 @@ from envs.scene import FURNITURE, N_TEXTURES, WALL, WALL_TEXTURES, Scene
 TEXELS = 64  # texels per texture tile side (power of two)
 TILE_M = 1.0  # metres per texture tile
 FURNITURE_HEIGHT_M = 0.8
+WALL_HEIGHT_M = 2.5  # also the ceiling
 FLOOR_TEXELS_PER_M = 32
 SIDE_SHADE = 0.75  # faces crossed along z and furniture fronts are drawn darker than the rest
 CEILING_RGB = np.uint32(225 | 222 << 8 | 215 << 16)  # packed 0x00BBGGRR
@@ -274,7 +274,7 @@ class RGBDRenderer:
         hfov_deg: float = 90.0,
         camera_height: float = 1.25,
         max_depth: float = 10.0,
-        wall_height: float = 2.5,
+        wall_height: float = WALL_HEIGHT_M,
     ):
         if not (0 < camera_height < wall_height):
             raise ConfigError(f"camera_height {camera_height} must lie between 0 and wall_height {wall_height}")
@@ -377,37 +377,3 @@ def topdown_map(scene: Scene, *, path=None, agent=None, goal=None, scale: int = 
         line(centre, tip, (220, 40, 40))
     return image
 
-
-def benchmark_steps_per_second(resolution: int, n_steps: int = 20000, *, seed: int = 0, clock=time.perf_counter) -> float:
-    """Steps per second of (random action: forward / turn, then render) on a generated apartment.
-
-    Measures the simulator core alone (no Python env wrapper), single-threaded, after warm-up.
-
-    :param resolution: square image side in pixels.
-    :param n_steps: steps timed.
-    :param seed: scene and action seed.
-    :param clock: time source; time.thread_time gives CPU time, steadier on a shared machine.
-    """
-    from envs.motion import move_forward
-    from envs.navgrid import NavGrid
-    from envs.scene import generate_apartment
-
-    scene = generate_apartment(seed)
-    grid = NavGrid(scene)
-    renderer = RGBDRenderer(scene, width=resolution, height=resolution)
-    rng = np.random.default_rng(seed)
-    actions = rng.integers(0, 3, size=n_steps)
-    rgb = np.empty((resolution, resolution, 3), dtype=np.uint8)
-    depth = np.empty((resolution, resolution, 1), dtype=np.float32)
-    position, heading = grid.sample_navigable_point(rng), 0.0
-    renderer.render_into(position, heading, rgb, depth)  # compile / warm up
-    move_forward(grid, position, heading)
-    turn = math.radians(10.0)
-    start = clock()
-    for action in actions:
-        if action == 0:
-            position, _ = move_forward(grid, position, heading)
-        else:
-            heading += turn if action == 1 else -turn
-        renderer.render_into(position, heading, rgb, depth)
-    return n_steps / (clock() - start)
