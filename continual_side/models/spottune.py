@@ -114,7 +114,9 @@ class SpotTune(nn.Module):
     :param temperature: Gumbel-softmax temperature (5 in the released code); may be changed between steps.
     :param sample_at_eval: sample decisions at evaluation too, as the released code does.
     :param global_k: fine-tune the same ``global_k`` blocks for every input (global variant); None routes
-        per image.
+        per image. The scores' gradient is damped by the temperature: on a 32-image toy task (ResNet-20,
+        Adam) they settled within 80 steps with their own learning rate 0.05 (copies and head 3e-3),
+        but not in 40 steps with the shared 3e-3, where evaluation's top k still differed from training's.
     """
 
     trainable_prefixes = ("finetuned_blocks.", "policy.", "global_scores", "head.")
