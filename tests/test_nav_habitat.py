@@ -327,7 +327,7 @@ def test_same_seed_same_episode_and_observations(gym_env):
     other.close()
 
 
-def test_ten_thousand_random_actions(gym_env):
+def test_random_actions_keep_observations_in_the_space(gym_env):
     space = gym_env.observation_space
     rng = np.random.default_rng(0)
     obs, _ = gym_env.reset(seed=0)
