@@ -5,9 +5,9 @@ each cell keeps a parent it can see in a straight navigable line, so distances a
 open space instead of the 8-connected overestimate, and the parent chain is an already
 string-pulled path. Fields are cached per goal cell because habitat's DistanceToGoal measure asks
 for the geodesic distance on every step: in memory (least recently used first out) and, since
-episodes are a finite set whose goals come back, on disk (one compressed file per goal, written
-atomically, about 40 kB for a 10 m x 8 m apartment), so a goal's field is computed once per
-machine instead of once per process (about 11 ms against 1 ms to read it back).
+episodes are a finite set whose goals come back, on disk (one compressed file of parent indices
+per goal, written atomically, about 2.5 kB for a 10 m x 8 m apartment), so a goal's field is
+computed once per machine instead of once per process (about 11 ms against 0.5 ms to read back).
 """
 
 from __future__ import annotations
