@@ -15,7 +15,7 @@ import envs
 from continual_side.errors import ConfigError
 from envs.datasets import DEFAULT_EPISODES_PER_SCENE, DEFAULT_SPLIT_SCENES
 from envs.evaluation import evaluate_every_episode, summarize
-from envs.gym_env import GOAL_KEY, MAX_GOAL_DISTANCE_M
+from envs.gym_env import GOAL_KEY, MAX_GOAL_DISTANCE_M, PointNavEnv
 from envs.navgrid import FIELD_CACHE_ENV
 from envs.simulator import quaternion_to_heading
 
@@ -58,6 +58,14 @@ def test_make_vec_with_two_envs_keeps_gymnasiums_time_limit():
         _, _, terminated, truncated, _ = vec.step(np.array([FORWARD, FORWARD]))
         assert not terminated.any() and truncated.all() == (step == 2)
     vec.close()
+
+
+def test_habitat_step_limit_truncates_without_gymnasiums_time_limit():
+    env = PointNavEnv(split="val", width=16, height=16, habitat_step_limit=4)
+    env.reset(seed=0)
+    ends = [env.step(FORWARD)[2:4] for _ in range(4)]
+    assert ends == [(False, False)] * 3 + [(False, True)]
+    env.close()
 
 
 def test_sb3_subproc_vec_env_steps_and_reaches_the_expert():
@@ -144,6 +152,14 @@ def test_top_down_render_shows_the_path_agent_and_goal():
     for colour in ((30, 80, 220), (220, 40, 40), (30, 180, 60)):  # path, agent, goal
         assert (image == colour).all(axis=2).any()
     env.close()
+
+
+@pytest.mark.parametrize(
+    "option, value", [("depth", "png"), ("goal_format", "cartesian"), ("actions", "six")]
+)
+def test_unknown_option_values_are_config_errors(option, value):
+    with pytest.raises(ConfigError, match=f"{option} must be .*got '{value}'"):
+        make(**{option: value})
 
 
 @pytest.mark.parametrize("options", [{}, {"actions": "paper", "goal_format": "cos_sin_distance", "depth": "float"}])
