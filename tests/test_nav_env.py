@@ -26,7 +26,7 @@ N_VAL = DEFAULT_EPISODES_PER_SCENE["val"] * len(DEFAULT_SPLIT_SCENES["val"])
 @pytest.fixture(autouse=True, scope="module")
 def _field_cache_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FIELD_CACHE_ENV, str(tmp_path_factory.mktemp("geodesic")))
+        patch.setenv(FIELD_CACHE_ENV, str(tmp_path_factory.getbasetemp() / "geodesic"))  # shared by this session
         yield
 
 

@@ -45,7 +45,7 @@ FACING_PLUS_X = -math.pi / 2  # heading whose forward vector (-sin, 0, -cos) is 
 @pytest.fixture(autouse=True, scope="module")
 def _field_cache_in_tmp(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FIELD_CACHE_ENV, str(tmp_path_factory.mktemp("geodesic")))
+        patch.setenv(FIELD_CACHE_ENV, str(tmp_path_factory.getbasetemp() / "geodesic"))  # shared by this session
         yield
 
 
