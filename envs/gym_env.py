@@ -24,7 +24,7 @@ spl, collisions) and ``is_success`` (what SB3's EvalCallback reads).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gym
 import gymnasium
@@ -43,9 +43,9 @@ ACTION_NAMES = ("stop", "move_forward", "turn_left", "turn_right")
 # the paper's actions, as indices into ACTION_NAMES (habitat's action ids)
 PAPER_ACTIONS = (1, 2, 3)
 MAX_GOAL_DISTANCE_M = 30.0
-DEPTH_FORMATS = ("uint8", "float")
-GOAL_FORMATS = ("polar", "cos_sin_distance")
-ACTION_SETS = ("habitat", "paper")
+DepthFormat = Literal["uint8", "float"]
+GoalFormat = Literal["polar", "cos_sin_distance"]
+ActionSet = Literal["habitat", "paper"]
 
 
 def to_gymnasium_box(space: gym.spaces.Box) -> gymnasium.spaces.Box:
@@ -95,16 +95,16 @@ class PointNavEnv(gymnasium.Env):
         hfov: int = 90,
         camera_height: float = 1.25,
         habitat_step_limit: int = 0,
-        depth: str = "uint8",
-        goal_format: str = "polar",
-        actions: str = "habitat",
+        depth: DepthFormat = "uint8",
+        goal_format: GoalFormat = "polar",
+        actions: ActionSet = "habitat",
         seed: int = 0,
         render_mode: str | None = None,
         config=None,
     ):
-        self._depth_uint8 = _choice("depth", depth, DEPTH_FORMATS) == "uint8"
-        self._cos_sin_goal = _choice("goal_format", goal_format, GOAL_FORMATS) == "cos_sin_distance"
-        self._auto_stop = _choice("actions", actions, ACTION_SETS) == "paper"
+        self._depth_uint8 = _choice("depth", depth, get_args(DepthFormat)) == "uint8"
+        self._cos_sin_goal = _choice("goal_format", goal_format, get_args(GoalFormat)) == "cos_sin_distance"
+        self._auto_stop = _choice("actions", actions, get_args(ActionSet)) == "paper"
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ConfigError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if config is None:
