@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def read_state_dict(path: Path, expected: str) -> dict[str, torch.Tensor]:
     :raises WeightsError: when the file cannot be read safely or holds no state_dict.
     """
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses anyway
+            warnings.filterwarnings("ignore", "Detected pickle protocol")
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
         raise WeightsError(
             f"cannot read {path} as a PyTorch weights file ({_reason(err)}); expected {expected}"
