@@ -33,6 +33,7 @@ import numpy as np
 
 from continual_side.atomic import atomic_write_text
 from continual_side.errors import ConfigError
+from envs.datasets import DEFAULT_EPISODES_PER_SCENE
 
 RESULTS_FILE = "steps_per_s.json"
 LAYERS = ("core", "sim", "habitat", "gym", "gym+stop")
@@ -45,7 +46,7 @@ class NavPerfConfig:
     :param resolutions: square RGB-D sizes.
     :param steps: timed steps per layer and size.
     :param warmup: untimed steps first (numba compilation, caches).
-    :param reset_episodes: episodes whose reset is timed cold, from disk and from memory.
+    :param reset_episodes: episodes whose reset is timed cold, from disk and from memory (1-29: one scene).
     :param out: folder the results go into, as steps_per_s.json.
     :param profile: profile the gymnasium step at 128x128.
     :param top: functions listed by the profile.
@@ -62,10 +63,11 @@ class NavPerfConfig:
     pin_core: bool = True
 
     def validate(self) -> None:
-        """:raises ConfigError: a size, step count or episode count below 1."""
-        if not self.resolutions or min(self.resolutions) < 1 or self.steps < 1 or self.warmup < 0 or self.reset_episodes < 1:
+        """:raises ConfigError: a size, step count or episode count out of range."""
+        most = DEFAULT_EPISODES_PER_SCENE["val"] - 1
+        if not self.resolutions or min(self.resolutions) < 1 or self.steps < 1 or self.warmup < 0 or not 1 <= self.reset_episodes <= most:
             raise ConfigError(
-                f"need resolutions >= 1, steps >= 1, warmup >= 0 and reset_episodes >= 1, got {self.resolutions}, "
+                f"need resolutions >= 1, steps >= 1, warmup >= 0 and 1 <= reset_episodes <= {most}, got {self.resolutions}, "
                 f"{self.steps}, {self.warmup}, {self.reset_episodes}"
             )
 
@@ -155,22 +157,26 @@ def bench_layers(resolution: int, cfg: NavPerfConfig) -> dict[str, dict[str, flo
 def reset_times_ms(resolution: int, n_episodes: int) -> dict[str, float]:
     """Mean CPU milliseconds of a reset whose goal field is computed, read from disk, or in memory.
 
-    Uses a fresh field cache folder, so "cold" is cold whatever the user's cache holds.
+    Times the last `n_episodes` val episodes (they share one scene, whose renderer is then
+    built before the clock starts), with a fresh field cache folder, so "cold" is cold whatever the
+    user's cache holds.
     """
-    times = {}
+    times, env = {}, None
     with tempfile.TemporaryDirectory() as folder:
         for kind in ("cold", "disk", "memory"):
-            if kind != "memory":
+            if kind != "memory":  # a new process's view: nothing in memory
+                if env is not None:
+                    env.close()
                 env = _gym_env(resolution)
                 env.unwrapped.habitat_env.sim.set_field_cache_dir(Path(folder))
-                env.reset(seed=0)
-            episodes = env.unwrapped.episodes[-n_episodes:]  # not the first, loaded by the env itself
+                # warm-up on the episode before: its scene's renderer is built, its field not timed
+                env.reset(options={"episode_id": env.unwrapped.episodes[-n_episodes - 1].episode_id})
+            episodes = env.unwrapped.episodes[-n_episodes:]
             start = time.process_time()
             for episode in episodes:
                 env.reset(options={"episode_id": episode.episode_id})
             times[kind] = 1e3 * (time.process_time() - start) / len(episodes)
-            if kind == "memory":
-                env.close()
+        env.close()
     return times
 
 
