@@ -117,18 +117,6 @@ def test_bad_image_folder_raises_data_root_error_naming_path(tmp_path, make_case
     assert "\n" not in message
 
 
-def test_fingerprint_identifies_content(tmp_path):
-    write_split(tmp_path, ["a", "b"], per_class=2)
-    data = load_image_folder(tmp_path)
-    same = ImageTensors(data.images.clone(), data.targets.clone(), list(data.class_names))
-    assert same.fingerprint() == data.fingerprint()
-    assert len(data.fingerprint()) == 64
-    one_pixel = data.images.clone()
-    one_pixel[3, 2, 7, 7] += 1
-    assert ImageTensors(one_pixel, data.targets, data.class_names).fingerprint() != data.fingerprint()
-    assert ImageTensors(data.images, data.targets.flip(0), data.class_names).fingerprint() != data.fingerprint()
-
-
 def test_select_classes_keeps_only_those_and_renumbers(tmp_path):
     write_split(tmp_path, ["a", "b", "c"], per_class=2)
     subset = load_image_folder(tmp_path).select_classes(["c", "a"])

@@ -41,7 +41,7 @@ def task_benchmark(stream_name: str, tasks: Sequence[tuple[ImageTensors, ImageTe
 
     Each pair's targets must already be 0..C-1 (see `ImageTensors.select_classes`). The result also
     carries `stream_name`, `classes_per_task` (class names of each task) and `task_images` (the
-    (train, test) `ImageTensors` of each task, e.g. to key a feature cache on their fingerprints);
+    (train, test) `ImageTensors` of each task, for code that wants the raw pixels);
     each experience's `classes_in_this_experience` is a sorted list (a set breaks
     MultiHeadClassifier masking).
 

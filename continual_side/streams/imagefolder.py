@@ -1,12 +1,10 @@
 """Decode an image-folder split (`<split>/<class>/*.jpg|png`) once into a uint8 tensor.
 
-Benchmarks revisit every image many times; decoding once into memory keeps epochs cheap and makes
-the content hashable (`ImageTensors.fingerprint`) for feature caches.
+Benchmarks revisit every image many times; decoding once into memory keeps epochs cheap.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,14 +36,6 @@ class ImageTensors:
 
     def __len__(self) -> int:
         return len(self.targets)
-
-    def fingerprint(self) -> str:
-        """Hex sha256 of the images' shape and bytes and the targets: identifies the content."""
-        digest = hashlib.sha256()
-        digest.update(repr(tuple(self.images.shape)).encode())
-        digest.update(self.images.cpu().contiguous().numpy().tobytes())
-        digest.update(self.targets.cpu().to(torch.int64).contiguous().numpy().tobytes())
-        return digest.hexdigest()
 
     def select_classes(self, names: Sequence[str]) -> ImageTensors:
         """The images of `names` only, with targets renumbered 0..len(names)-1 in that order.
