@@ -196,11 +196,15 @@ def perf(argv: list[str]) -> None:
     print(f"results written to {config.out}")
 
 
+AGENT_COMMANDS = ("train", "eval", "bench")  # nav subcommands of the agents package; the others are envs'
+
+
 def nav(argv: list[str]) -> None:
     """Point-goal navigation in habitat-lab on the built-in simulator (needs the habitat extra)."""
     if importlib.util.find_spec("habitat") is None:
         raise ConfigError("navigation needs habitat-lab: install the extra with pip install -e '.[habitat]'")
-    importlib.import_module("envs.cli").main(argv)
+    package = "agents" if argv[:1] and argv[0] in AGENT_COMMANDS else "envs"
+    importlib.import_module(f"{package}.cli").main(argv)
 
 
 COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "perf": perf, "nav": nav}
