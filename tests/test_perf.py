@@ -44,3 +44,17 @@ def test_perf_measures_every_variant_on_the_same_batches(cifar10_jpeg, tmp_path)
     assert {t["ratio"] for t in report["targets"]} == {"sidetune/finetune epoch_s", "sidetune/finetune peak_mb",
                                                        "finetune/naive epoch_s"}
     assert "| sidetune |" in format_table(report)
+
+
+def test_perf_runs_through_the_cli_and_prints_the_ratio_table(cifar10_jpeg, tmp_path, capsys):
+    from continual_side.cli import main
+
+    out = tmp_path / "perf.json"
+    main(["perf", "--stream", "split_cifar10", "--data-root", str(cifar10_jpeg), "--n-tasks", "5",
+          "--images-per-class", "8", "--test-images-per-class", "2", "--base", "resnet20", "--epochs", "2",
+          "--batch-size", "8", "--variants", "finetune", "features", "--out", str(out)])
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["stream"] == "split_cifar10" and report["stream_options"]["images_per_class"] == 8
+    ratio = report["ratios_vs_finetune"]["features"]["epoch_s"]
+    assert "| features |" in printed and f"{ratio:.3f}" in printed
