@@ -13,6 +13,17 @@ from continual_side.errors import ConfigError
 MATRIX_MEANING = "R[i, j] = accuracy on task j after training on task i"
 
 
+def _square_matrix(values: np.ndarray, what: str, meaning: str) -> np.ndarray:
+    """``values`` as a non-empty square float64 array, or a ConfigError saying what ``what`` must be."""
+    try:
+        matrix = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{what} must hold numbers ({meaning}); {error}") from None
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ConfigError(f"{what} must be a non-empty square T x T array ({meaning}); got shape {matrix.shape}")
+    return matrix
+
+
 def check_accuracy_matrix(R: np.ndarray, *, upper_diagonal: bool = False) -> np.ndarray:
     """Return ``R`` as a float64 array after checking its shape and the entries the metrics read.
 
@@ -21,15 +32,7 @@ def check_accuracy_matrix(R: np.ndarray, *, upper_diagonal: bool = False) -> np.
     :param R: accuracy matrix.
     :param upper_diagonal: also check the entries ``R[j - 1, j]`` (read by forward transfer).
     """
-    try:
-        matrix = np.asarray(R, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"accuracy matrix must hold numbers ({MATRIX_MEANING}); {error}") from None
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-        raise ConfigError(
-            f"accuracy matrix must be a non-empty square T x T array ({MATRIX_MEANING}); "
-            f"got shape {matrix.shape}"
-        )
+    matrix = _square_matrix(R, "accuracy matrix", MATRIX_MEANING)
     read = np.tri(matrix.shape[0], dtype=bool)
     if upper_diagonal:
         read |= np.eye(matrix.shape[0], k=1, dtype=bool)
@@ -170,14 +173,7 @@ def check_loss_matrix(L: np.ndarray) -> np.ndarray:
 
     :param L: T x T loss matrix.
     """
-    try:
-        matrix = np.asarray(L, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"loss matrix must hold numbers ({LOSS_MATRIX_MEANING}); {error}") from None
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-        raise ConfigError(
-            f"loss matrix must be a non-empty square T x T array ({LOSS_MATRIX_MEANING}); got shape {matrix.shape}"
-        )
+    matrix = _square_matrix(L, "loss matrix", LOSS_MATRIX_MEANING)
     for i, j in zip(*np.tril_indices(matrix.shape[0])):
         if not np.isfinite(matrix[i, j]) or matrix[i, j] < 0.0:
             raise ConfigError(

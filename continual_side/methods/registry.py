@@ -9,7 +9,6 @@ from here, so adding a method is its file plus one import line in ``continual_si
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from avalanche.core import BasePlugin
 from torch import nn
 
 from continual_side.errors import ConfigError
+from continual_side.options import check_registration, checked_options
 
 
 @dataclass
@@ -49,16 +49,9 @@ class MethodSpec:
     plugins: Callable[[Any], Sequence[BasePlugin]] = lambda options: ()
     strategy: type | None = None
 
-    def default_options(self) -> Any:
-        return self.options()
-
     def check_options(self, options: Any | None) -> Any:
         """``options`` if it is this method's options type, its defaults for None, else a ConfigError."""
-        if options is None:
-            return self.default_options()
-        if type(options) is not self.options:
-            raise ConfigError(f"method {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
-        return options
+        return checked_options("method", self.name, self.options, options)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -76,16 +69,9 @@ def register_method(
 ) -> MethodSpec:
     """Add a method to the registry (see :class:`MethodSpec` for the arguments) and return its spec.
 
-    :raises ValueError: the name is not lower case, is taken, or ``options`` is not a dataclass whose
-        fields all have defaults (a run must be buildable from the name alone).
+    :raises ValueError: see :func:`continual_side.options.check_registration`.
     """
-    if not name or name != name.lower() or not name.replace("_", "").isalnum():
-        raise ValueError(f"method name {name!r}: use lower-case letters, digits and '_'")
-    if name in METHODS:
-        raise ValueError(f"method {name!r} is registered already")
-    if not dataclasses.is_dataclass(options):
-        raise ValueError(f"method {name!r}: options must be a dataclass, got {options!r}")
-    options()  # every field needs a default
+    check_registration("method", name, METHODS, options)
     spec = MethodSpec(name=name, options=options, model=model, trained=trained, trainable=trainable,
                       plugins=plugins, strategy=strategy)
     METHODS[name] = spec

@@ -7,7 +7,6 @@ your own module).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
 from continual_side.errors import ConfigError
+from continual_side.options import check_registration, checked_options
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,7 @@ class StreamSpec:
 
     def check_options(self, options: Any | None) -> Any:
         """``options`` if it is this stream's options type, its defaults for None, else a ConfigError."""
-        if options is None:
-            return self.options()
-        if type(options) is not self.options:
-            raise ConfigError(f"stream {self.name!r} takes {self.options.__name__}, got {type(options).__name__}")
-        return options
+        return checked_options("stream", self.name, self.options, options)
 
 
 STREAMS: dict[str, StreamSpec] = {}
@@ -46,16 +42,9 @@ STREAMS: dict[str, StreamSpec] = {}
 def register_stream(name: str, *, options: type, build: Callable[..., CLScenario]) -> StreamSpec:
     """Add a stream to the registry and return its spec.
 
-    :raises ValueError: the name is not lower case or is taken, or ``options`` is not a dataclass
-        whose fields all have defaults.
+    :raises ValueError: see :func:`continual_side.options.check_registration`.
     """
-    if not name or name != name.lower() or not name.replace("_", "").isalnum():
-        raise ValueError(f"stream name {name!r}: use lower-case letters, digits and '_'")
-    if name in STREAMS:
-        raise ValueError(f"stream {name!r} is registered already")
-    if not dataclasses.is_dataclass(options):
-        raise ValueError(f"stream {name!r}: options must be a dataclass, got {options!r}")
-    options()
+    check_registration("stream", name, STREAMS, options)
     STREAMS[name] = spec = StreamSpec(name=name, options=options, build=build)
     return spec
 
