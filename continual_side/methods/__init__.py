@@ -16,6 +16,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 # the registry lines: importing a method's module registers it
 from continual_side.methods import finetune, features, independent, ewc, lwf, pnn, sidetune  # noqa: F401
+from continual_side.methods import cst, hst, restuning, spottune  # noqa: F401
 from continual_side.methods.common import PerTaskStrategy, TrainConfig, per_task_strategy
 from continual_side.methods.registry import METHODS, MethodSpec, get_method, register_method
 

@@ -27,9 +27,12 @@ Choices where the paper or the reference code does not fit a CIFAR ResNet (ours,
   the up-projection's input, where GELU saves two tensors. Saved-for-backward bytes relative to
   fine-tuning ResNet-44 (batch 32, 32 px, measured with saved_tensors_hooks): GELU and out/4 0.72,
   ReLU and out/4 0.60, ReLU and out/8 0.54; Res-Tuning inside the backbone stays above 1.
-* The up-projection (weights and bias) starts at zero in every tuner, so both networks start exactly at
-  the base (the reference zero-initialises only the last bypass tuner). Down-projections are
-  Xavier-uniform with zero bias, as in the reference up to its N(0, 1e-6) bias.
+* The up-projection (weights and bias) starts at zero in every Res-Tuning tuner and in the Bypass's last
+  block (the reference's ``zero_init_last``), so both networks start exactly at the base. The Bypass's
+  earlier up-projections are Xavier-uniform, as in the reference: were they zero too, block l's tuners
+  would get no gradient until the vertical tuners after it had moved (L - l steps, 21 on ResNet-44) and
+  then a vanishing one. Down-projections are Xavier-uniform with zero bias, as in the reference up to
+  its N(0, 1e-6) bias.
 * The bypass sums its two branches like the reference (the paper's lambda / (1 - lambda) weighting,
   known only from a third-party transcription, is not used). The lateral branch keeps the
   reference's identity term and the vertical one has none, so the bypass starts at the backbone's last
@@ -112,7 +115,8 @@ class ResTuning(nn.Module):
 
 
 class BypassTuner(nn.Module):
-    """One task's bypass: a lateral and a vertical Res-Adapter per block, and a head.
+    """One task's bypass: a lateral and a vertical Res-Adapter per block, and a head; zero output at first
+    (the last block's tuners start at zero).
 
     :param base: the backbone the bypass will read (only its block shapes are used).
     :param n_classes: classes of the task's head.
@@ -126,6 +130,8 @@ class BypassTuner(nn.Module):
             ResAdapter(block.conv2.out_channels, block.conv2.out_channels, 1, reduction) for block in blocks
         )
         self.vertical = nn.ModuleList(ResAdapter.beside(block, reduction) for block in blocks)
+        for tuner in [*self.lateral[:-1], *self.vertical[:-1]]:  # only the last block starts at zero
+            nn.init.xavier_uniform_(tuner.up.weight)
         self.head = make_head(base.feature_dim, n_classes)
 
     def features(self, block_outputs: Sequence[torch.Tensor]) -> torch.Tensor:

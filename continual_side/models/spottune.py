@@ -144,8 +144,9 @@ class SpotTune(nn.Module):
         else:
             self.global_scores = nn.Parameter(torch.zeros(self.num_blocks))
         self.head = make_head(base.feature_dim, n_classes)
-        self.register_buffer("routed_counts", torch.zeros(self.num_blocks), persistent=False)
-        self.register_buffer("routed_images", torch.zeros(()), persistent=False)
+        # plain CPU tensors, not buffers: counting is no training, so the model's tensors stay as trained
+        self.routed_counts = torch.zeros(self.num_blocks)
+        self.routed_images = torch.zeros(())
 
     @property
     def copies_dropped(self) -> bool:
@@ -176,7 +177,7 @@ class SpotTune(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled feature after the routed blocks, (B, 64); updates the routing counts."""
         decisions = self.decisions(x)
-        self.routed_counts += decisions.detach().sum(0)
+        self.routed_counts += decisions.detach().sum(0).cpu()
         self.routed_images += x.shape[0]
         network = self.base.network
         out = network.stem(x)
