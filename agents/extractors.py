@@ -45,7 +45,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from torch import nn
 
 from continual_side.errors import ConfigError
-from continual_side.models import FCN4, FrozenBase, make_merge, resnet20, resnet44
+from continual_side.models import FCN4, MERGE_NAMES, FrozenBase, make_merge, resnet20, resnet44
 from continual_side.models.side import SIDE_INITS, make_side
 from envs.gym_env import GOAL_KEY
 
@@ -127,8 +127,6 @@ class SideMaps(nn.Module):
 
     def __init__(self, init: str, base_maps: nn.Module):
         super().__init__()
-        if init not in SIDE_INITS:
-            raise ConfigError(f"unknown side init {init!r}: choose one of {', '.join(SIDE_INITS)}")
         if init == "base_copy":
             self.network = copy.deepcopy(base_maps).requires_grad_(True)
             self.fcn = None
@@ -174,6 +172,12 @@ class EncoderConfig:
             raise ConfigError(f"encoder must be one of {', '.join(ENCODER_MODES)}, got {self.mode!r}")
         if self.base not in BASES:
             raise ConfigError(f"unknown base {self.base!r}: choose one of {', '.join(BASES)}")
+        if self.side_init not in SIDE_INITS:
+            raise ConfigError(f"unknown side init {self.side_init!r}: choose one of {', '.join(SIDE_INITS)}")
+        if self.merge not in MERGE_NAMES:
+            raise ConfigError(f"unknown merge {self.merge!r}: choose one of {', '.join(MERGE_NAMES)}")
+        if self.hidden_size < 1:
+            raise ConfigError(f"hidden_size must be at least 1, got {self.hidden_size}")
 
     @property
     def weights(self) -> str | bool:

@@ -251,6 +251,7 @@ def test_ppo_checkpoints_resumes_and_records_val_success_and_spl(tmp_path):
     (["train", "--base", "vit9000"], "unknown base"),
     (["train", "--algo", "bc", "--resume"], "--resume continues PPO runs"),
     (["train", "--width", "8"], "too small"),
+    (["train", "--encoder", "sidetune", "--merge", "concat"], "unknown merge"),
 ])
 def test_bad_options_are_config_errors(argv, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
