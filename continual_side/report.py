@@ -1,19 +1,27 @@
 """The comparison report of a stream: a table and figures computed from its run folders alone.
 
-Reads ``<out>/<stream>/<method>/seed-<n>/`` folders (complete ones only: an incomplete run is listed,
-never counted) and writes ``<out>/<stream>/comparison/``: table.md, table.csv, comparison.json,
-curves.png (each task's accuracy over the stream, one panel per method), average_accuracy.png and
-final_accuracy.png. Spreads are sample standard deviations over seeds (ddof=1), shown with their
-seed count n; a single seed shows std 0 with n=1. Because it needs nothing but the folders, runs
-spread over machines with shared storage aggregate the same way.
+Reads the stream's run folders (complete ones only: an incomplete run is listed, never counted):
+``<out>/<stream>/<method>/seed-<n>/`` and, for runs a sweep gave other option values,
+``<out>/<setting>/<stream>/<method>/seed-<n>/`` (see :mod:`continual_side.grid`). Runs are grouped by
+what their config.json records, not by folder names: one table per setting of the stream's own options
+(different tasks or data cannot share a table), one row per method and setting of its own options.
+A method with several settings in a table gets one row each, labelled with the options that differ
+(``ewc lambda_=1000.0``). The table of the stream's plain folders (or its only table) goes to
+``<out>/<stream>/comparison/``, any other to ``comparison/<stream options that differ>/``: table.md,
+table.csv, comparison.json, curves.png (each task's accuracy over the stream, one panel per row),
+average_accuracy.png and final_accuracy.png. Spreads are sample standard deviations over seeds
+(ddof=1), shown with their seed count n; a single seed shows std 0 with n=1. Because it needs nothing
+but the folders, runs spread over machines with shared storage aggregate the same way.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +44,7 @@ from continual_side.results import (
 
 COMPARISON_DIR = "comparison"
 SEED_PREFIX = "seed-"
+_FOLDER_LABEL = re.compile(r"[A-Za-z0-9._=,+-]{1,120}")
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,14 @@ class Stat:
 
 @dataclass
 class MethodRow:
-    """One method's runs over the stream, summarised over seeds."""
+    """One method with one setting of its own options over the stream, summarised over seeds.
+
+    :param label: the row's name in the table and figures: the method, followed by the options that
+        differ from its other rows when the table holds several of its settings.
+    """
 
     method: str
+    label: str
     options: dict[str, Any]
     seeds: list[int]
     run_folders: list[Path]
@@ -89,49 +103,85 @@ class ComparisonTable:
     differing_settings: list[str]
     unfinished: list[Path]
 
-    def row(self, method: str) -> MethodRow:
-        return next(row for row in self.rows if row.method == method)
+    def row(self, label: str) -> MethodRow:
+        """The row labelled ``label``, else the first row of the method ``label``."""
+        return next((row for row in self.rows if row.label == label), None) or next(
+            row for row in self.rows if row.method == label)
 
 
-def aggregate(out_root: str | Path, stream: str, *, methods: Sequence[str] | None = None) -> ComparisonTable:
-    """Rebuild the comparison of ``stream`` from its finished run folders only, training nothing.
+def folder_label(label: str) -> str:
+    """``label`` as a folder name: itself when it holds only letters, digits and ``._=,+-`` and is short,
+    else ``settings=<hash of it>`` (a value with a path or a space in it)."""
+    if _FOLDER_LABEL.fullmatch(label):
+        return label
+    return "settings=" + hashlib.sha1(label.encode()).hexdigest()[:12]
+
+
+def is_setting_folder(path: Path) -> bool:
+    """A results root of one option setting (``<out>/<setting>/``): its name holds a ``=``, no stream's does."""
+    return path.is_dir() and "=" in path.name
+
+
+def stream_run_folders(out_root: str | Path, stream: str, *,
+                       methods: Sequence[str] | None = None) -> list[Path]:
+    """Every run folder of ``stream`` under ``out_root``, complete or not, its setting folders included.
+
+    :param out_root: root folder of the run folders (``--out`` of the sweep).
+    :param stream: stream folder name.
+    :param methods: only these method folders; None for all.
+    """
+    root = Path(out_root)
+    roots = [root, *sorted(p for p in root.iterdir() if is_setting_folder(p))] if root.is_dir() else []
+    folders = []
+    for stream_dir in (r / stream for r in roots):
+        method_dirs = [p for p in stream_dir.iterdir() if p.is_dir() and p.name != COMPARISON_DIR
+                       and not is_setting_folder(p)] if stream_dir.is_dir() else []
+        for method_dir in sorted(method_dirs):
+            if methods is None or method_dir.name in methods:
+                folders += sorted((p for p in method_dir.glob(f"{SEED_PREFIX}*") if p.is_dir()),
+                                  key=lambda p: int(p.name.removeprefix(SEED_PREFIX)))
+    return folders
+
+
+def aggregate_all(out_root: str | Path, stream: str, *,
+                  methods: Sequence[str] | None = None) -> list[ComparisonTable]:
+    """Rebuild every comparison of ``stream`` from its run folders only, training nothing (see the module doc).
 
     :param out_root: root folder of the run folders (``--out`` of the sweep).
     :param stream: stream folder name (e.g. ``split_cifar10``).
-    :param methods: method folders to compare; None for every method folder of the stream (registered
+    :param methods: methods to compare, in this row order; None for every method found (registered
         methods in registry order, then the others by name).
-    :return: the comparison table, also written to ``<out_root>/<stream>/comparison/``.
-    :raises RunFolderError: the stream folder, a named method or any finished run is missing.
+    :return: the tables, the one in ``<out_root>/<stream>/comparison/`` first.
+    :raises RunFolderError: the stream has no folder or no finished run.
     """
-    stream_dir = Path(out_root) / stream
-    if not stream_dir.is_dir():
-        raise RunFolderError(f"{stream_dir} does not exist: no runs of stream {stream!r} under {out_root}; "
-                             "run the sweep first or pass the --out it used")
-    if methods is None:
-        found = {p.name for p in stream_dir.iterdir() if p.is_dir() and p.name != COMPARISON_DIR}
-        methods = [m for m in METHODS if m in found] + sorted(found - set(METHODS))
-    runs: dict[str, list[Path]] = {}
-    unfinished = []
-    for method in methods:
-        seed_dirs = sorted((p for p in (stream_dir / method).glob(f"{SEED_PREFIX}*") if p.is_dir()),
-                           key=lambda p: int(p.name.removeprefix(SEED_PREFIX)))
-        finished = [p for p in seed_dirs if is_complete(p)]
-        unfinished += [p for p in seed_dirs if p not in finished]
-        if finished:
-            runs[method] = finished
-    if not runs:
-        raise RunFolderError(f"no finished run under {stream_dir} (methods {', '.join(methods) or 'none'}): "
-                             "run the sweep first")
-    return compare(stream_dir, runs, unfinished=unfinished)
+    folders = stream_run_folders(out_root, stream, methods=methods)
+    if not folders and not (Path(out_root) / stream).is_dir():
+        raise RunFolderError(f"{Path(out_root) / stream} does not exist: no runs of stream {stream!r} under "
+                             f"{out_root}; run the sweep first or pass the --out it used")
+    complete = [p for p in folders if is_complete(p)]
+    if not complete:
+        raise RunFolderError(f"no finished run of {stream} under {out_root} (methods "
+                             f"{', '.join(methods or []) or 'all'}): run the sweep first")
+    return compare_runs(Path(out_root) / stream, complete, unfinished=[p for p in folders if p not in complete],
+                        order=methods)
 
 
-def _method_row(method: str, results: Sequence[RunResult]) -> MethodRow:
+def aggregate(out_root: str | Path, stream: str, *, methods: Sequence[str] | None = None) -> ComparisonTable:
+    """The comparison in ``<out_root>/<stream>/comparison/`` (:func:`aggregate_all` writes the others too)."""
+    return aggregate_all(out_root, stream, methods=methods)[0]
+
+
+def _options(result: RunResult) -> dict[str, Any]:
+    return {key.removeprefix("method."): value for key, value in flat_settings(result.config).items()
+            if key.startswith("method.") and key != "method.name"}
+
+
+def _method_row(method: str, label: str, results: Sequence[RunResult]) -> MethodRow:
     matrices = [result.R for result in results]
-    options = {key.removeprefix("method."): value for key, value in flat_settings(results[0].config).items()
-               if key.startswith("method.") and key != "method.name"}
     return MethodRow(
         method=method,
-        options=options,
+        label=label,
+        options=_options(results[0]),
         seeds=[int(result.summary["seed"]) for result in results],
         run_folders=[result.path for result in results],
         matrices=matrices,
@@ -143,31 +193,72 @@ def _method_row(method: str, results: Sequence[RunResult]) -> MethodRow:
     )
 
 
-def compare(stream_dir: Path, runs: Mapping[str, Sequence[Path]], *, unfinished: list[Path]) -> ComparisonTable:
-    """Summarise complete run folders per method and write the comparison into ``stream_dir/comparison``.
+def _differing_values(settings: Sequence[dict[str, Any]]) -> list[str]:
+    """Per settings dict, its ``key=value`` pairs for the keys whose values differ between them, joined by ``,``."""
+    keys = [key for key in dict.fromkeys(key for s in settings for key in s)
+            if len({repr(s.get(key)) for s in settings}) > 1]
+    return [",".join(f"{key}={s.get(key)}" for key in keys) for s in settings]
 
-    :param stream_dir: ``<out>/<stream>``.
-    :param runs: each method's complete run folders.
-    :param unfinished: incomplete run folders, listed in the table but not counted.
+
+def _method_name(result: RunResult) -> str:
+    return result.config.get("method", {}).get("name") or result.path.parent.name
+
+
+def _rows(results: Sequence[RunResult]) -> list[MethodRow]:
+    """One row per method and setting of its options, labelled by the options that tell its rows apart."""
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for result in results:
+        groups.setdefault((_method_name(result), json.dumps(_options(result), sort_keys=True)), []).append(result)
+    rows = []
+    for method in dict.fromkeys(method for method, _ in groups):
+        settings = [(key, members) for key, members in groups.items() if key[0] == method]
+        labels = _differing_values([_options(members[0]) for _, members in settings])
+        rows += [_method_row(method, f"{method} {label}" if len(settings) > 1 else method, members)
+                 for label, (_, members) in zip(labels, settings)]
+    return rows
+
+
+def compare_runs(stream_dir: Path, complete: Sequence[Path], *, unfinished: Sequence[Path] = (),
+                 order: Sequence[str] | None = None) -> list[ComparisonTable]:
+    """Summarise complete run folders of one stream and write their comparisons (see the module doc).
+
+    :param stream_dir: ``<out>/<stream>``; the tables go to its ``comparison/`` folder.
+    :param complete: complete run folders of the stream (plain and setting folders alike).
+    :param unfinished: incomplete run folders, listed in the first table but not counted.
+    :param order: methods in row order; None: registered methods in registry order, then by name.
+    :return: the tables, the one of the plain run folders (or the only one) first.
     """
-    results = {method: [load_run(path) for path in paths] for method, paths in runs.items()}
-    every = [result for method_results in results.values() for result in method_results]
-    task_names = every[0].task_names
-    mismatched = [str(result.path) for result in every if result.task_names != task_names]
+    order = list(order or METHODS)
+    results = sorted((load_run(path) for path in complete), key=lambda r: (  # a method's plain folders first
+        order.index(_method_name(r)) if _method_name(r) in order else len(order), _method_name(r),
+        r.path.parent.parent != stream_dir, str(r.path)))
+    by_stream: dict[str, list[RunResult]] = {}
+    for result in results:
+        stream_options = flat_settings({"stream": result.config.get("stream", {})})
+        by_stream.setdefault(json.dumps(stream_options, sort_keys=True), []).append(result)
+    groups = sorted(by_stream.values(), key=lambda members: not any(
+        r.path.parent.parent == stream_dir for r in members))  # the plain folders' table first
+    labels = _differing_values([flat_settings(members[0].config.get("stream", {})) for members in groups])
+    return [_table(stream_dir, members, stream_dir / COMPARISON_DIR / folder_label(label) if index else
+                   stream_dir / COMPARISON_DIR, list(unfinished) if not index else [])
+            for index, (label, members) in enumerate(zip(labels, groups))]
+
+
+def _table(stream_dir: Path, results: Sequence[RunResult], folder: Path, unfinished: list[Path]) -> ComparisonTable:
+    task_names = results[0].task_names
+    mismatched = [str(result.path) for result in results if result.task_names != task_names]
     if mismatched:
         raise RunFolderError(f"runs of {stream_dir} do not share the tasks {task_names}: {', '.join(mismatched)}; "
                              "move runs of another task split to another --out")
-    # the stream's and the shared training settings must agree across all runs, a method's own only within it
-    shared = [{key: value for key, value in result.config.items() if key != "method"} for result in every]
-    differing = differing_settings(*shared) + sorted({key for method_results in results.values() for key in
-                                                      differing_settings(*(r.config for r in method_results))})
-    settings = [flat_settings(config) for config in shared]
+    # the stream's and the shared training settings must agree across all rows; a method's own tell rows apart
+    shared = [{key: value for key, value in result.config.items() if key != "method"} for result in results]
+    differing = differing_settings(*shared)
     table = ComparisonTable(
         stream=stream_dir.name,
         task_names=task_names,
-        rows=[_method_row(method, method_results) for method, method_results in results.items()],
-        folder=stream_dir / COMPARISON_DIR,
-        settings={key: value for key, value in settings[0].items() if key not in differing},
+        rows=_rows(results),
+        folder=folder,
+        settings={key: value for key, value in flat_settings(shared[0]).items() if key not in differing},
         differing_settings=differing,
         unfinished=unfinished,
     )
@@ -188,7 +279,7 @@ def table_csv(table: ComparisonTable) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in table.rows:
         writer.writerow([
-            row.method, row.average_accuracy.n,
+            row.label, row.average_accuracy.n,
             *(repr(value) for stat in (row.average_accuracy, row.forgetting, row.backward_transfer)
               for value in (stat.mean, stat.std)),
             row.trainable_parameters, repr(row.wall_time_s.mean),
@@ -212,12 +303,13 @@ def table_markdown(table: ComparisonTable) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in table.rows:
-        lines.append(f"| {row.method} | {row.average_accuracy.n} | {row.average_accuracy.percent()} "
+        lines.append(f"| {row.label} | {row.average_accuracy.n} | {row.average_accuracy.percent()} "
                      f"| {row.forgetting.percent()} | {row.backward_transfer.percent(sign=True)} "
                      f"| {row.trainable_parameters:,} | {_duration(row.wall_time_s.mean)} |")
-    trained = [(row.method, METHODS[row.method].trained if row.method in METHODS else None) for row in table.rows]
+    trained = [(method, METHODS[method].trained if method in METHODS else None)
+               for method in dict.fromkeys(row.method for row in table.rows)]
     lines += ["", "Trained per task:"] + [f"- {method}: {what}" for method, what in trained if what]
-    options = [f"- {row.method}: " + ", ".join(f"{key}={value}" for key, value in row.options.items())
+    options = [f"- {row.label}: " + ", ".join(f"{key}={value}" for key, value in row.options.items())
                for row in table.rows if row.options]
     if options:
         lines += ["", "Method options:", *options]
@@ -234,11 +326,11 @@ def write_comparison(table: ComparisonTable) -> None:
     table.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table.folder / "table.md", table_markdown(table))
     atomic_write_text(table.folder / "table.csv", table_csv(table))
-    matrices = {row.method: row.matrices for row in table.rows}
+    matrices = {row.label: row.matrices for row in table.rows}
     save_figure(plots.per_task_curves(matrices, table.task_names, stream=table.stream), table.folder / "curves.png")
     save_figure(plots.method_curves(matrices, title=f"Average accuracy over the {table.stream} stream"),
                 table.folder / "average_accuracy.png")
-    finals = {row.method: [metrics.average_accuracy(R) for R in row.matrices] for row in table.rows}
+    finals = {row.label: [metrics.average_accuracy(R) for R in row.matrices] for row in table.rows}
     save_figure(plots.bar_with_error(finals, title=f"Final average accuracy on {table.stream}"),
                 table.folder / "final_accuracy.png")
     document = json.dumps(jsonable(table), indent=2, allow_nan=False) + "\n"

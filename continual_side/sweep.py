@@ -1,9 +1,13 @@
-"""Compare methods over one stream: every method x every seed, then the comparison report.
+"""Sweeps: a grid of runs trained on a local pool or a Ray cluster, then each stream's comparison.
 
-Each run is an ordinary run folder (``<out>/<stream>/<method>/seed-<n>/``, see
-:mod:`continual_side.runner`). A complete run with the same settings is reused, an incomplete one
-continues from its checkpoint (or starts again when it stopped before its first checkpoint), so an
-interrupted sweep resumes where it stopped. The report is :mod:`continual_side.report`'s.
+A sweep is every stream x method x seed x setting of the grid's options (:mod:`continual_side.grid`),
+each an ordinary run folder. Before anything trains, every run folder is looked at: a complete run
+with the same settings is skipped, an incomplete one continues from its checkpoint (or starts again
+when it stopped before its first checkpoint), a complete one with other settings stops the sweep
+with a hint. The rest train on the executor (:mod:`continual_side.executors`); a run that fails is
+reported with its error and log while the others go on, so rerunning the same command finishes only
+what is missing. Last, each stream's comparison (:mod:`continual_side.report`) is computed from the
+run folders. ``bench`` is a sweep over one stream without a grid.
 """
 
 from __future__ import annotations
@@ -11,17 +15,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from continual_side import runner
 from continual_side.checkpoint import CHECKPOINT_FILE
 from continual_side.errors import ConfigError
-from continual_side.methods import METHODS, TrainConfig, get_method
-from continual_side.report import ComparisonTable, aggregate, compare
-from continual_side.results import RunFolderError, differing_settings, is_complete, load_run, run_folder
+from continual_side.executors import ExecutorConfig, execute
+from continual_side.grid import RUN_KINDS, RunJob, stream_jobs, typed_axes
+from continual_side.methods import METHODS, TrainConfig
+from continual_side.report import ComparisonTable, aggregate, compare_runs
+from continual_side.results import RunFolderError, differing_settings, is_complete, load_run
 from continual_side.runner import RunConfig
+from continual_side.streams import get_stream
 
 ALL_METHODS = "all"
 
@@ -73,50 +79,149 @@ def resolve_methods(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(expanded))
 
 
-def _prepared(path: Path, config: RunConfig) -> RunConfig | None:
-    """How to (re)start the run in ``path``: None to reuse a complete run with the same settings."""
-    if config.overwrite or not path.is_dir() or not any(path.iterdir()):
-        return config
+Action = Literal["skipped", "started", "resumed", "restarted"]
+
+
+@dataclass
+class SweepConfig:
+    """A grid of runs, where they train, and the settings they share.
+
+    :param streams: registered streams.
+    :param stream_options: each stream's own options, by name (missing: its defaults).
+    :param methods: registered method names, or ``all`` for every registered method.
+    :param method_options: each method's own options, by name (missing: its defaults).
+    :param grid: axes ``name.field`` -> values to try (text as on the command line, or TOML values).
+    :param train: training settings shared by every run.
+    :param seeds: number of seeds per setting (seeds 0 .. n-1).
+    :param out: root folder of the run folders; each stream's comparison goes to ``<out>/<stream>/comparison/``.
+    :param tensorboard: also log each run to TensorBoard in its run folder.
+    :param overwrite: retrain runs that already finished (otherwise they are skipped, so a sweep resumes).
+    :param progress: show the grid's progress bar.
+    :param executor: where the runs train.
+    """
+
+    streams: tuple[str, ...] = ("demo",)
+    stream_options: dict[str, Any] = field(default_factory=dict)
+    methods: tuple[str, ...] = (ALL_METHODS,)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Sequence[Any]] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seeds: int = 3
+    out: str = "runs"
+    tensorboard: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+
+@dataclass
+class RunReport:
+    """What a sweep did with one run.
+
+    :param action: skipped (complete already), started, resumed (from its checkpoint) or restarted (its
+        folder held a run stopped before its first checkpoint, or ``overwrite``).
+    :param error: its error as one line when it failed (the traceback is in ``job.log``), else None.
+    """
+
+    job: RunJob
+    action: Action
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    """Every run of the sweep and the comparison tables of its streams."""
+
+    runs: list[RunReport]
+    tables: list[ComparisonTable]
+
+    @property
+    def failed(self) -> list[RunReport]:
+        return [report for report in self.runs if report.error is not None]
+
+
+def _prepared(job: RunJob, overwrite: bool) -> tuple[RunJob, Action]:
+    """How to (re)start the run in ``job.folder``; ``skipped`` for a complete run with the same settings."""
+    kind, path = RUN_KINDS[job.kind], job.folder
+    if overwrite:
+        return replace(job, config=kind.restarted(job.config)), "restarted" if path.is_dir() else "started"
+    if not path.is_dir() or not any(path.iterdir()):
+        return job, "started"
     if is_complete(path):
-        differing = differing_settings(load_run(path).config, config.record())
+        differing = differing_settings(load_run(path).config, kind.record(job.config))
         if differing:
             raise RunFolderError(f"{path} holds a complete run with other settings ({', '.join(differing)}): pass "
                                  "--overwrite to retrain it or choose another --out")
-        return None
+        return job, "skipped"
     if (path / CHECKPOINT_FILE).is_file():
-        return replace(config, resume=True)
-    return replace(config, overwrite=True)  # stopped before its first checkpoint: nothing to keep
+        return replace(job, config=kind.resumed(job.config)), "resumed"
+    return replace(job, config=kind.restarted(job.config)), "restarted"  # stopped before its first checkpoint
+
+
+def _unused(given: dict[str, Any], used: Sequence[str], what: str) -> None:
+    unused = sorted(set(given) - set(used))
+    if unused:
+        raise ConfigError(f"options given for {', '.join(unused)}, which this sweep does not run "
+                          f"(its {what}: {', '.join(used)})")
+
+
+def grid_jobs(config: SweepConfig) -> list[RunJob]:
+    """Every run of the sweep, with every name, option and grid value checked before anything trains."""
+    methods = resolve_methods(config.methods)
+    if not config.streams:
+        raise ConfigError("no stream given; pass --streams with one or more registered streams")
+    streams = list(dict.fromkeys(get_stream(name).name for name in config.streams))
+    _unused(config.method_options, methods, "methods")
+    _unused(config.stream_options, streams, "streams")
+    return stream_jobs(streams=streams, stream_options=config.stream_options, methods=methods,
+                       method_options=config.method_options, axes=typed_axes(config.grid, streams, methods),
+                       seeds=config.seeds, base=RunConfig(train=config.train, out=config.out,
+                                                          tensorboard=config.tensorboard, progress=False))
+
+
+def run_sweep(config: SweepConfig) -> SweepResult:
+    """Train what is missing of the grid on the executor, then compare each stream's runs.
+
+    :param config: the sweep.
+    :return: what happened to each run (failures included: they do not stop the others) and the tables of
+        each stream's complete runs, also written to ``<out>/<stream>/comparison/``.
+    :raises RunFolderError: a complete run folder holds other settings (nothing has trained yet).
+    """
+    config.executor.check()
+    prepared = [_prepared(job, config.overwrite) for job in grid_jobs(config)]
+    todo = [index for index, (_, action) in enumerate(prepared) if action != "skipped"]
+    with tqdm(total=len(prepared), initial=len(prepared) - len(todo), desc="sweep", unit="run",
+              disable=not config.progress) as bar:
+        errors = execute([prepared[index][0] for index in todo], config.executor, bar)
+    failed = dict(zip(todo, errors))
+    runs = [RunReport(job=job, action=action, error=failed.get(index)) for index, (job, action) in enumerate(prepared)]
+    tables = []
+    for stream in dict.fromkeys(report.job.config.stream for report in runs):
+        mine = [report.job.folder for report in runs if report.job.config.stream == stream]
+        complete = [folder for folder in mine if is_complete(folder)]
+        if complete:
+            tables += compare_runs(Path(config.out) / stream, complete,
+                                   unfinished=[folder for folder in mine if folder not in complete])
+    return SweepResult(runs=runs, tables=tables)
 
 
 def run_bench(config: BenchConfig) -> ComparisonTable:
     """Train every method over the stream for every seed (reusing and resuming runs), then compare them.
 
-    :param config: the sweep; with ``aggregate_only`` nothing is trained (see :func:`report.aggregate`).
+    A sweep over one stream without a grid, on the default executor: one run after another in this process.
+
+    :param config: the benchmark; with ``aggregate_only`` nothing is trained (see :func:`report.aggregate`).
     :return: the comparison table, also written to ``<out>/<stream>/comparison/``.
+    :raises RunFolderError: a run failed (its error and log are in the message).
     """
     if config.aggregate_only:
         only = None if ALL_METHODS in config.methods else config.methods
         return aggregate(config.out, config.stream, methods=only)
-    methods = resolve_methods(config.methods)
-    if config.seeds < 1:
-        raise ConfigError(f"--seeds {config.seeds} must be at least 1")
-    unused = sorted(set(config.method_options) - set(methods))
-    if unused:
-        raise ConfigError(f"options given for {', '.join(unused)}, which this sweep does not run")
-    jobs = [
-        RunConfig(stream=config.stream, method=method, stream_options=config.stream_options,
-                  method_options=get_method(method).check_options(config.method_options.get(method)),
-                  train=config.train, seed=seed, out=config.out, tensorboard=config.tensorboard,
-                  progress=config.progress, overwrite=config.overwrite).checked()
-        for method in methods for seed in range(config.seeds)
-    ]  # every name and option is checked before the first run starts
-    runs: dict[str, list[Path]] = {method: [] for method in methods}
-    with tqdm(jobs, desc="bench (method x seed)", unit="run", disable=not config.progress) as bar:
-        for job in bar:
-            bar.set_postfix_str(f"{job.method} seed {job.seed}")
-            path = run_folder(job.out, job.stream, job.method, job.seed)
-            todo = _prepared(path, job)
-            if todo is not None:
-                path = runner.run(todo).run_dir
-            runs[job.method].append(path)
-    return compare(Path(config.out) / config.stream, runs, unfinished=[])
+    result = run_sweep(SweepConfig(
+        streams=(config.stream,), stream_options={config.stream: config.stream_options}, methods=config.methods,
+        method_options=config.method_options, train=config.train, seeds=config.seeds, out=config.out,
+        tensorboard=config.tensorboard, overwrite=config.overwrite, progress=config.progress))
+    if result.failed:
+        raise RunFolderError("; ".join(f"{report.job.name} failed ({report.error}), log {report.job.log}"
+                                       for report in result.failed))
+    return result.tables[0]

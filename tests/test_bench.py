@@ -158,7 +158,8 @@ def test_tiny_sweep_writes_runs_and_comparison_and_resumes(cifar10_jpeg, tmp_pat
     table = run_bench(config)
     stream_dir = tmp_path / "split_cifar10"
     assert counted_runs == [("sidetune", 0), ("sidetune", 1)]
-    assert sorted(p.name for p in (stream_dir / "sidetune").iterdir()) == ["seed-0", "seed-1"]
+    assert sorted(p.name for p in (stream_dir / "sidetune").iterdir()) == ["seed-0", "seed-0.log", "seed-1",
+                                                                           "seed-1.log"]  # each run's output
     assert {"table.md", "table.csv", "comparison.json", "curves.png", "final_accuracy.png"} <= {
         p.name for p in (stream_dir / "comparison").iterdir()}
     side = table.row("sidetune")
