@@ -16,18 +16,21 @@ import dataclasses
 import importlib
 import importlib.util
 import sys
+import tomllib
 from dataclasses import dataclass, field, make_dataclass
 from typing import Annotated, Any
 
 import tyro
 
 from continual_side.errors import ConfigError, ContinualSideError
+from continual_side.executors import ExecutorConfig
+from continual_side.grid import parse_axes
 from continual_side.methods import METHODS, TrainConfig, get_method
 from continual_side.perf import PerfConfig, format_table, run_perf
-from continual_side.report import table_markdown
+from continual_side.report import ComparisonTable, table_markdown
 from continual_side.runner import RunConfig, RunOutcome, run
 from continual_side.streams import STREAMS, get_stream
-from continual_side.sweep import ALL_METHODS, BenchConfig, resolve_methods, run_bench
+from continual_side.sweep import ALL_METHODS, BenchConfig, SweepConfig, resolve_methods, run_bench, run_sweep
 
 
 @dataclass
@@ -112,12 +115,16 @@ def _shared_fields() -> list:
                                          factory=TrainConfig))]
 
 
-def _output_fields(**overrides: Any) -> list:
+def _output_fields(defaults: dict[str, Any] | None = None, **overrides: Any) -> list:
+    """The output flags; ``defaults`` (a sweep's TOML file) may set their values."""
+    defaults = defaults or {}
     return [
-        ("out", str, *_arg("root folder of the run folders (<out>/<stream>/<method>/seed-<n>/).", "runs")),
-        ("tensorboard", bool, *_arg("also log to TensorBoard in the run folder.", False)),
-        ("progress", bool, *_arg("show progress bars.", True)),
-        ("overwrite", bool, *_arg(overrides.get("overwrite", "replace an earlier run in the same folder."), False)),
+        ("out", str, *_arg("root folder of the run folders (<out>/<stream>/<method>/seed-<n>/).",
+                           defaults.get("out", "runs"))),
+        ("tensorboard", bool, *_arg("also log to TensorBoard in the run folder.", defaults.get("tensorboard", False))),
+        ("progress", bool, *_arg("show progress bars.", defaults.get("progress", True))),
+        ("overwrite", bool, *_arg(overrides.get("overwrite", "replace an earlier run in the same folder."),
+                                  defaults.get("overwrite", False))),
     ]
 
 
@@ -160,6 +167,79 @@ def parse_bench(argv: list[str]) -> BenchConfig:
                        progress=parsed.progress, aggregate_only=parsed.aggregate_only)
 
 
+SWEEP_FILE_KEYS = ("streams", "methods", "seeds", "out", "tensorboard", "overwrite", "progress", "grid", "train",
+                   "executor")
+
+
+def read_sweep_file(path: str | None) -> dict[str, Any]:
+    """A sweep's TOML file: top-level keys of :data:`SWEEP_FILE_KEYS` and one table per stream or method.
+
+    :param path: the file; None for no file.
+    :raises ConfigError: the file is missing, not TOML, or has a key that is neither.
+    """
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"--config {path}: {error}; give a TOML file (see docs/sweeps.md)") from None
+    unknown = [key for key in document if key not in SWEEP_FILE_KEYS and key not in STREAMS and key not in METHODS]
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown key(s) {', '.join(unknown)}; use {', '.join(SWEEP_FILE_KEYS)} "
+                          "or a table named after a stream or method")
+    return document
+
+
+def _from_file(document: dict[str, Any], name: str, options: type) -> Any:
+    """``options`` built from the file's table ``name`` (its defaults where the table is silent)."""
+    try:
+        return options(**document.get(name, {}))
+    except TypeError as error:
+        raise ConfigError(f"--config: table [{name}]: {error}; its options are "
+                          f"{', '.join(f.name for f in dataclasses.fields(options))}") from None
+
+
+def parse_sweep(argv: list[str]) -> SweepConfig:
+    """``continual-side sweep``: streams x methods x seeds x grid values; flags override the TOML file."""
+    document = read_sweep_file(_selection(argv, "--config", None))
+    streams = _selection(argv, "--streams", document.get("streams", ["demo"]), many=True)
+    methods = resolve_methods(_selection(argv, "--methods", document.get("methods", [ALL_METHODS]), many=True))
+    for name in streams:
+        get_stream(name)
+
+    def options_field(name: str, options: type, help_text: str) -> tuple:
+        value = _from_file(document, name, options)
+        return (name, options, *_arg(help_text, factory=lambda: dataclasses.replace(value)))
+
+    command = _command("sweep", "A grid of streams x methods x seeds x option values on a local pool or Ray, then "
+                       "each stream's comparison.", [
+        ("config", str | None, *_arg("a TOML file with the sweep (see docs/sweeps.md); flags override it.", None)),
+        ("streams", tuple[str, ...], *_arg(f"registered streams: {', '.join(STREAMS)}.", tuple(streams))),
+        *[options_field(name, get_stream(name).options, f"{name} options.") for name in streams],
+        ("methods", tuple[str, ...], *_arg(f"registered methods ({', '.join(METHODS)}) or {ALL_METHODS}.",
+                                           tuple(document.get("methods", [ALL_METHODS])))),
+        *[options_field(name, get_method(name).options, f"{name} options (trains {get_method(name).trained}).")
+          for name in methods],
+        ("grid", tuple[str, ...], *_arg("axes NAME.FIELD=VALUE,VALUE... of a stream's or method's options, e.g. "
+                                        "ewc.lambda_=1e3,1e4 sidetune.merge=alpha,film (the file's [grid] too).", ())),
+        ("train", TrainConfig, *_arg("training settings shared by every run.", prefix=False,
+                                     factory=lambda: _from_file(document, "train", TrainConfig))),
+        ("seeds", int, *_arg("number of seeds per setting (seeds 0 .. n-1).", document.get("seeds", 3))),
+        ("executor", ExecutorConfig, *_arg("where the runs train.", prefix=False,
+                                           factory=lambda: _from_file(document, "executor", ExecutorConfig))),
+        *_output_fields(document, overwrite="retrain runs that already finished (otherwise they are skipped or "
+                        "resumed)."),
+    ])
+    parsed = tyro.cli(command, args=argv, prog="continual-side sweep")
+    from_file = {key: list(values) for key, values in document.get("grid", {}).items()}
+    return SweepConfig(streams=tuple(parsed.streams), stream_options={name: getattr(parsed, name) for name in streams},
+                       methods=tuple(parsed.methods), method_options={name: getattr(parsed, name) for name in methods},
+                       grid={**from_file, **parse_axes(parsed.grid)}, train=parsed.train, seeds=parsed.seeds,
+                       out=parsed.out, tensorboard=parsed.tensorboard, overwrite=parsed.overwrite,
+                       progress=parsed.progress, executor=parsed.executor)
+
+
 def parse_perf(argv: list[str]) -> tuple[PerfConfig, str, Any]:
     """``continual-side perf``: the stream's options plus the perf settings."""
     stream = _selection(argv, "--stream", "demo")
@@ -184,9 +264,27 @@ def stream(argv: list[str]) -> None:
 
 def bench(argv: list[str]) -> None:
     """Every method x every seed over one stream, then the comparison table and figures."""
-    table = run_bench(parse_bench(argv))
+    _print_table(run_bench(parse_bench(argv)))
+
+
+def _print_table(table: ComparisonTable) -> None:
     print(table_markdown(table))
     print(f"comparison folder: {table.folder}")
+
+
+def sweep(argv: list[str]) -> None:
+    """A grid of streams x methods x seeds x option values on a local pool or Ray, then each stream's comparison."""
+    result = run_sweep(parse_sweep(argv))
+    for table in result.tables:
+        _print_table(table)
+    counts = {action: sum(report.action == action for report in result.runs)
+              for action in ("skipped", "started", "resumed", "restarted")}
+    print(f"{len(result.runs)} runs: " + ", ".join(f"{count} {action}" for action, count in counts.items())
+          + f", {len(result.failed)} failed")
+    for report in result.failed:
+        print(f"failed: {report.job.name}: {report.error} (log: {report.job.log})", file=sys.stderr)
+    if result.failed:
+        raise SystemExit(1)
 
 
 def perf(argv: list[str]) -> None:
@@ -207,7 +305,7 @@ def nav(argv: list[str]) -> None:
     importlib.import_module(f"{package}.cli").main(argv)
 
 
-COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "perf": perf, "nav": nav}
+COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "sweep": sweep, "perf": perf, "nav": nav}
 
 
 def _usage() -> str:
