@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from continual_side.cli import main
 from continual_side.errors import ConfigError
+from continual_side.results import load_run
 from continual_side.streams import make_stream
 from continual_side.streams import split_cifar10_c
 from continual_side.streams.split_cifar10_c import CORRUPTIONS, SplitCifar10COptions, corrupt_images
@@ -27,7 +29,7 @@ def tiny_tree(tmp_path_factory):
 
 def options(root, cache, **changes) -> SplitCifar10COptions:
     return SplitCifar10COptions(**{"data_root": str(root), "n_tasks": 2, "corruptions": ("gaussian_noise", "frost"),
-                                   "severities": (5, 2), "cache_dir": str(cache), **changes})
+                                   "severities": (5, 2), "corruption_cache_dir": str(cache), **changes})
 
 
 def task_images(bench) -> list[torch.Tensor]:
@@ -81,3 +83,11 @@ def test_every_offered_corruption_works_here_and_is_deterministic(corruption):
 def test_bad_corruption_options_are_config_errors(tiny_tree, tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
         make_stream("split_cifar10_c", options(tiny_tree, tmp_path, **changes))
+
+
+def test_the_cli_runs_a_method_on_the_stream(tiny_tree, tmp_path):
+    main(["stream", "--stream", "split_cifar10_c", "--data-root", str(tiny_tree), "--n-tasks", "2",
+          "--corruptions", "snow", "contrast", "--severities", "1", "--corruption-cache-dir", str(tmp_path / "cache"),
+          "--method", "features", "--base", "resnet20", "--epochs", "1", "--out", str(tmp_path), "--no-progress"])
+    assert load_run(tmp_path / "split_cifar10_c" / "features" / "seed-0").summary["trainable_parameters"] > 0
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4

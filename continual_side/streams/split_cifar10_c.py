@@ -148,15 +148,17 @@ def cached_corruption(
 class SplitCifar10COptions(SplitCifar10Options):
     """split_cifar10_c's options: split_cifar10's, plus each task's corruption.
 
-    :param corruptions: task k's corruption, one per task (see ``CORRUPTIONS`` in this module).
+    :param corruptions: task k's corruption, one per task, each one of gaussian_noise, shot_noise,
+        defocus_blur, motion_blur, zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform,
+        pixelate, jpeg_compression, speckle_noise, spatter, saturate.
     :param severities: one severity (1-5) for every task, or one per task.
-    :param cache_dir: folder of the corrupted-image cache; None: $CONTINUAL_SIDE_CORRUPTION_CACHE, else
+    :param corruption_cache_dir: folder of the corrupted-image cache; None: $CONTINUAL_SIDE_CORRUPTION_CACHE, else
         ~/.cache/continual_side/corruptions.
     """
 
     corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
     severities: tuple[int, ...] = (3,)
-    cache_dir: str | None = None
+    corruption_cache_dir: str | None = None
 
     def task_corruptions(self) -> list[tuple[str, int]]:
         """(corruption, severity) of each task, or a ConfigError saying what to pass."""
@@ -178,7 +180,7 @@ def _build(options: SplitCifar10COptions, *, progress: bool = False) -> CLScenar
                           "and test/<class>/ (e.g. CIFAR-10 as JPEGs)")
     corruptions = options.task_corruptions()
     clean = get_stream("split_cifar10").build(options, progress=progress)
-    cache_dir = Path(options.cache_dir).expanduser() if options.cache_dir else default_cache_dir()
+    cache_dir = default_cache_dir() if options.corruption_cache_dir is None else Path(options.corruption_cache_dir)
 
     def corrupted(split: ImageTensors, corruption: str, severity: int) -> ImageTensors:
         images = cached_corruption(split.images, corruption, severity, cache_dir, progress=progress)
