@@ -247,6 +247,23 @@ def test_ppo_checkpoints_resumes_and_records_val_success_and_spl(tmp_path):
     assert PPO.load(run_dir / MODEL_FILE).num_timesteps == 96
 
 
+def test_bench_trains_evaluates_tabulates_and_reuses_complete_runs(tmp_path, capsys):
+    argv = ["bench", "--encoders", "blind", "--algos", "bc", "--seeds", "1", "--split", "val", "--episodes", "2",
+            "--width", str(SIZE), "--height", str(SIZE), "--max-episode-steps", "40", "--train-episodes", "2",
+            "--bc-epochs", "1", "--eval-episodes", "1", "--no-progress", "--out", str(tmp_path)]
+    main(argv)
+    folder = tmp_path / "nav" / "bench-val"
+    table = (folder / "table.md").read_text()
+    assert "| bc | blind |" in table and (folder / "success.png").is_file() and (folder / "spl.png").is_file()
+    model = tmp_path / "nav" / "bc-blind" / "seed-0" / MODEL_FILE
+    trained_at = model.stat().st_mtime_ns
+    main(argv)
+    assert model.stat().st_mtime_ns == trained_at  # the complete run is reused, only evaluated again
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["success"] in (0.0, 0.5, 1.0)
+    assert "comparison folder" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--base", "vit9000"], "unknown base"),
     (["train", "--algo", "bc", "--resume"], "--resume continues PPO runs"),
