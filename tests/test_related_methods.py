@@ -80,11 +80,12 @@ def test_no_task_forgets_and_outputs_have_each_tasks_shape(run, stream):
         assert torch.isfinite(trained[0]).all()
 
 
-def test_the_bypass_leaves_every_backbone_grad_none_and_shares_one_backbone_pass(stream, runs):
-    result = runs.get("restuning_bypass") or run_stream("restuning_bypass", stream)
+@pytest.mark.parametrize("method", ["restuning_bypass", "cst"])
+def test_the_backbone_gets_no_grad_and_one_backbone_pass_serves_every_task(method, stream, runs):
+    result = runs.get(method) or run_stream(method, stream)
     model = result.strategy.model
     assert all(p.grad is None for p in model.base.parameters())
-    assert model.task(2).tuner.head.weight.grad is not None  # the last step did reach the bypass
+    assert any(p.grad is not None for p in model.task(2).parameters())  # the last step reached the task
     calls = []
     model.base.network.conv1.register_forward_hook(lambda *_: calls.append(1))
     images = task_test_images(stream, 0)
@@ -101,7 +102,8 @@ def test_spottune_records_the_routed_fraction_per_block_and_task(stream, runs):
     final = [r for r in recorder.routing if r["after_experience"] == 2]
     assert [r["task"] for r in final] == [0, 1, 2]
     assert all(len(r["fractions"]) == blocks and all(0.0 <= f <= 1.0 for f in r["fractions"]) for r in final)
-    assert [(r["after_experience"], r["task"]) for r in recorder.routing] == [(i, j) for i in range(3) for j in range(3)]
+    evaluated = [(r["after_experience"], r["task"]) for r in recorder.routing]
+    assert evaluated == [(i, j) for i in range(3) for j in range(3)]  # every task, after each task's training
     assert recorder.checkpoint_state() == {"routing": recorder.routing}
 
 

@@ -65,9 +65,14 @@ class SpotTuneModel(FrozenBackboneModel):
     def __init__(self, backbone: CifarResNet, options: SpotTuneOptions) -> None:
         blocks = len(backbone.residual_blocks())
         if options.global_k is not None and not 1 <= options.global_k <= blocks:
-            raise ConfigError(f"global_k={options.global_k}: choose 1 to {blocks} blocks, or None for the per-image policy")
+            raise ConfigError(f"global_k={options.global_k}: choose 1 to {blocks} blocks, "
+                              "or None for the per-image policy")
         if not options.temperature > 0:
-            raise ConfigError(f"temperature={options.temperature} must be positive")
+            raise ConfigError(f"temperature={options.temperature}: use a positive Gumbel-softmax temperature "
+                              "(the released code's is 5)")
+        if options.policy_lr_scale is not None and not options.policy_lr_scale > 0:
+            raise ConfigError(f"policy_lr_scale={options.policy_lr_scale}: use a positive multiple of --lr, "
+                              "or None for the default")
         super().__init__(backbone, lambda network, n_classes: SpotTune(
             network, n_classes, options.temperature, options.sample_at_eval, options.global_k))
         default_scale = 1.0 if options.global_k is None else GLOBAL_SCORES_LR_SCALE

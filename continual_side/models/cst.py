@@ -121,7 +121,10 @@ class CalibrationSideTuning(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled calibrated feature, (B, 64)."""
-        stages = self.stage_outputs(x)
+        return self.calibrated_features(self.stage_outputs(x))
+
+    def calibrated_features(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The pooled calibrated feature from the backbone's :meth:`stage_outputs` (which other tasks can share)."""
         calibrated = self.gate(stages[-1], self.side(stages))
         return F.adaptive_avg_pool2d(calibrated, 1).flatten(1)
 
