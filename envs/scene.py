@@ -1,7 +1,11 @@
 """Grid scenes for the navigation simulator: procedural apartments, saved as small .npz files.
 
 A scene is a top-down occupancy grid (free floor, walls, furniture boxes) plus a texture id per
-cell, so the renderer can give walls, floors and furniture distinct looks. Conventions follow
+cell, so the renderer can give walls, floors and furniture distinct looks. Round objects (columns
+from floor to ceiling, round tables) are listed as exact circles, so the renderer can intersect
+them analytically (true normals and curvature), and their cells are also marked in the occupancy
+grid (every cell the disc touches), so navigation treats them as obstacles unchanged. Door
+openings are listed as cell boxes, for the renderer's semantic labels. Conventions follow
 habitat-lab: y is up, the floor is the x-z plane, cell (row, col) covers
 x in [origin_x + col * cell, ...) and z in [origin_z + row * cell, ...).
 """
@@ -9,7 +13,7 @@ x in [origin_x + col * cell, ...) and z in [origin_z + row * cell, ...).
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +27,19 @@ FLOOR_TEXTURES = (0, 1, 2, 3)
 WALL_TEXTURES = (4, 5, 6, 7)
 FURNITURE_TEXTURES = (8, 9, 10, 11)
 N_TEXTURES = 12
-SCENE_FORMAT_VERSION = 1
+COLUMN, ROUND_TABLE = 0, 1  # kinds of round objects (last column of Scene.round_objects)
+COLUMN_TEXTURE = WALL_TEXTURES[0]
+SCENE_FORMAT_VERSION = 2  # 2: round objects and doors
 SCENES_DIR = Path(__file__).resolve().parent / "scenes"
 
 WALL_THICKNESS_M = 0.1
 DOOR_WIDTH_M = 0.9
 MIN_ROOM_M = 2.0
 FURNITURE_MARGIN_M = 0.6  # free ring inside every room, so furniture never blocks a door
+COLUMN_RADIUS_M = (0.15, 0.3)
+ROUND_TABLE_RADIUS_M = (0.3, 0.6)
+ROUND_OBJECT_GAP_M = 0.5  # free space kept round a round object, so it never touches furniture
+ROUND_OBJECT_STREAM = 1  # round objects draw from np.random.default_rng([seed, 1]): the rest of a layout is as before
 
 
 class SceneFileError(ContinualSideError):
@@ -46,6 +56,9 @@ class Scene:
     :param origin: world (x, z) of the corner of cell (0, 0).
     :param name: scene name.
     :param seed: generator seed, or None for hand-made scenes.
+    :param round_objects: (n, 4) float64 rows (x, z, radius, kind) of circles in world metres, kind
+        COLUMN or ROUND_TABLE; their cells must also be marked in occupancy (see `mark_round_object`).
+    :param doors: (n, 4) int64 half-open cell boxes (row0, col0, row1, col1) of door openings.
     """
 
     occupancy: np.ndarray
@@ -54,6 +67,8 @@ class Scene:
     origin: tuple[float, float] = (0.0, 0.0)
     name: str = "scene"
     seed: int | None = None
+    round_objects: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
+    doors: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -90,6 +105,8 @@ class Scene:
                 origin=np.asarray(self.origin, dtype=np.float64),
                 name=np.str_(self.name),
                 seed=np.int64(-1 if self.seed is None else self.seed),
+                round_objects=np.asarray(self.round_objects, dtype=np.float64).reshape(-1, 4),
+                doors=np.asarray(self.doors, dtype=np.int64).reshape(-1, 4),
             )
 
     @classmethod
@@ -109,14 +126,15 @@ class Scene:
             raise SceneFileError(
                 f"scene file {path} is corrupt or not an .npz file ({exc}): regenerate it with Scene.save"
             ) from exc
-        missing = {"format_version", "occupancy", "texture", "cell_size", "origin", "name", "seed"} - set(fields)
-        if missing:
-            raise SceneFileError(f"scene file {path} lacks {sorted(missing)}: regenerate it with Scene.save")
-        version = int(fields["format_version"])
+        version = int(fields["format_version"]) if "format_version" in fields else None
         if version != SCENE_FORMAT_VERSION:
             raise SceneFileError(
                 f"scene file {path} has format version {version}, expected {SCENE_FORMAT_VERSION}: regenerate it"
             )
+        names = {"occupancy", "texture", "cell_size", "origin", "name", "seed", "round_objects", "doors"}
+        missing = names - set(fields)
+        if missing:
+            raise SceneFileError(f"scene file {path} lacks {sorted(missing)}: regenerate it with Scene.save")
         scene = cls(
             occupancy=fields["occupancy"],
             texture=fields["texture"],
@@ -124,6 +142,8 @@ class Scene:
             origin=tuple(float(v) for v in np.ravel(fields["origin"])),
             name=str(fields["name"]),
             seed=None if int(fields["seed"]) < 0 else int(fields["seed"]),
+            round_objects=fields["round_objects"],
+            doors=fields["doors"],
         )
         problem = scene._inconsistency()
         if problem:
@@ -143,7 +163,39 @@ class Scene:
             return f"cell_size must be positive, got {self.cell_size}"
         if len(self.origin) != 2 or not np.all(np.isfinite(self.origin)):
             return f"origin must be two finite numbers, got {self.origin}"
+        rounds, doors = np.asarray(self.round_objects), np.asarray(self.doors)
+        if rounds.ndim != 2 or rounds.shape[1] != 4 or not np.all(np.isfinite(rounds)):
+            return f"round_objects must be finite (n, 4) rows (x, z, radius, kind), got shape {rounds.shape}"
+        if len(rounds) and (rounds[:, 2].min() <= 0 or not np.all(np.isin(rounds[:, 3], (COLUMN, ROUND_TABLE)))):
+            return "round_objects need positive radii and kinds 0 (column) or 1 (round table)"
+        if doors.ndim != 2 or doors.shape[1] != 4 or (len(doors) and (doors.min() < 0 or doors[:, 2:].max() > max(occ.shape))):
+            return f"doors must be (n, 4) cell boxes inside the grid, got shape {doors.shape}"
         return None
+
+    def round_object_cells(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns of the cells round object `index` touches (its disc meets the cell square)."""
+        x, z, radius, _ = self.round_objects[index]
+        (r0, c0), (r1, c1) = self.world_to_cell(x - radius, z - radius), self.world_to_cell(x + radius, z + radius)
+        rows, cols = np.mgrid[max(r0, 0) : min(r1, self.shape[0] - 1) + 1, max(c0, 0) : min(c1, self.shape[1] - 1) + 1]
+        near_x = np.clip(x, self.origin[0] + cols * self.cell_size, self.origin[0] + (cols + 1) * self.cell_size)
+        near_z = np.clip(z, self.origin[1] + rows * self.cell_size, self.origin[1] + (rows + 1) * self.cell_size)
+        touched = (near_x - x) ** 2 + (near_z - z) ** 2 < radius**2
+        return rows[touched], cols[touched]
+
+    def add_round_object(self, x: float, z: float, radius: float, kind: int, texture_id: int) -> None:
+        """Append a column or round table and mark its cells (WALL for a column, FURNITURE for a table).
+
+        :param x: centre x in metres.
+        :param z: centre z in metres.
+        :param radius: metres.
+        :param kind: COLUMN or ROUND_TABLE.
+        :param texture_id: texture of its cells (the renderer's look of its side and top).
+        """
+        self.round_objects = np.concatenate([np.asarray(self.round_objects, dtype=np.float64).reshape(-1, 4),
+                                             [[x, z, radius, kind]]])
+        rows, cols = self.round_object_cells(len(self.round_objects) - 1)
+        self.occupancy[rows, cols] = WALL if kind == COLUMN else FURNITURE
+        self.texture[rows, cols] = texture_id
 
 
 def _walled_grid(rows: int, cols: int, wall: int) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +266,7 @@ def generate_apartment(
     size_m: tuple[float, float] = (10.0, 8.0),
     cell_size: float = 0.05,
     furniture_per_room: int = 2,
+    round_per_room: int = 1,
 ) -> Scene:
     """Procedural apartment: rooms split by walls with a door in each, furniture boxes inside.
 
@@ -225,6 +278,9 @@ def generate_apartment(
     :param size_m: outer (x width, z depth) in metres, walls included.
     :param cell_size: metres per cell.
     :param furniture_per_room: furniture boxes per room (placed where they fit).
+    :param round_per_room: round objects tried per room, each a column or a round table with equal
+        odds; drawn last, from their own random stream (ROUND_OBJECT_STREAM), so walls, doors and
+        boxes are the same as without them.
     """
     rng = np.random.default_rng(seed)
     rows, cols = round(size_m[1] / cell_size), round(size_m[0] / cell_size)
@@ -256,7 +312,37 @@ def generate_apartment(
         occupancy[r0:r1, c0:c1] = FREE
         texture[r0:r1, c0:c1] = texture[r0 - 1, c0 - 1]  # floor of the room before the door
     origin = (-cols * cell_size / 2.0, -rows * cell_size / 2.0)
-    return Scene(occupancy, texture, cell_size, origin, name=f"apartment_seed{seed}", seed=seed)
+    scene = Scene(occupancy, texture, cell_size, origin, name=f"apartment_seed{seed}", seed=seed,
+                  doors=np.array(doors, dtype=np.int64).reshape(-1, 4))
+    round_rng = np.random.default_rng([seed, ROUND_OBJECT_STREAM])
+    for room in rooms:
+        for _ in range(round_per_room):
+            _place_round_object(scene, room, round_rng)
+    return scene
+
+
+def _place_round_object(scene: Scene, room, rng) -> None:
+    """Put a column or a round table inside room, away from its walls, where a gap round it is free.
+
+    Gives up silently after 20 tries (a cluttered room keeps what it has).
+    """
+    kind = int(rng.integers(2))
+    low, high = COLUMN_RADIUS_M if kind == COLUMN else ROUND_TABLE_RADIUS_M
+    radius = float(rng.uniform(low, high))
+    texture_id = COLUMN_TEXTURE if kind == COLUMN else FURNITURE_TEXTURES[int(rng.integers(len(FURNITURE_TEXTURES)))]
+    cell = scene.cell_size
+    reach = FURNITURE_MARGIN_M + radius
+    x0, z0 = scene.cell_to_world(room[0], room[1])
+    x1, z1 = scene.cell_to_world(room[2] - 1, room[3] - 1)
+    if x1 - x0 <= 2 * reach or z1 - z0 <= 2 * reach:
+        return
+    for _ in range(20):
+        x, z = float(rng.uniform(x0 + reach, x1 - reach)), float(rng.uniform(z0 + reach, z1 - reach))
+        (r0, c0), (r1, c1) = (scene.world_to_cell(x - radius - ROUND_OBJECT_GAP_M, z - radius - ROUND_OBJECT_GAP_M),
+                              scene.world_to_cell(x + radius + ROUND_OBJECT_GAP_M, z + radius + ROUND_OBJECT_GAP_M))
+        if np.all(scene.occupancy[r0 : r1 + 1, c0 : c1 + 1] == FREE):
+            scene.add_round_object(x, z, radius, kind, texture_id)
+            return
 
 
 def _place_furniture(occupancy, texture, room, count, cell_size, rng) -> None:
