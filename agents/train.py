@@ -287,6 +287,15 @@ def _open_run(config: NavTrainConfig) -> tuple[RunWriter, tuple[Path, int] | Non
     return RunWriter(config.out, "nav", config.method, config.seed, keep_events=kept), checkpoint
 
 
+def _initial_policy(config: NavTrainConfig):
+    """The policy of the ``--init-from`` run, checked to have this run's encoder and observations."""
+    source = read_run_config(Path(config.init_from))
+    if (source.encoder_config(), source.env_config()) != (config.encoder_config(), config.env_config()):
+        raise ConfigError(f"--init-from {config.init_from} was trained with another encoder or env settings "
+                          f"({source.encoder_config()}, {source.env_config()}): use the same ones")
+    return load_model(Path(config.init_from), device=config.device).policy
+
+
 def train_ppo(config: NavTrainConfig, writer: RunWriter, checkpoint: tuple[Path, int] | None) -> PPO:
     """SB3 PPO on the train split, evaluated on val episodes as it goes."""
     encoder, env_config = config.encoder_config(), config.env_config()
@@ -305,7 +314,7 @@ def train_ppo(config: NavTrainConfig, writer: RunWriter, checkpoint: tuple[Path,
             tensorboard_log=tensorboard_log, seed=config.seed, device=config.device,
         )
         if config.init_from:
-            model.policy.load_state_dict(load_model(Path(config.init_from), device=config.device).policy.state_dict())
+            model.policy.load_state_dict(_initial_policy(config).state_dict())
     callbacks = [
         CheckpointCallback(save_freq=max(config.checkpoint_every // config.n_envs, 1),
                            save_path=str(writer.path / CHECKPOINT_DIR), name_prefix="ppo"),

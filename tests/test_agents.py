@@ -189,7 +189,7 @@ def test_stored_frames_stack_into_exactly_the_agent_envs_observations():
                 np.testing.assert_array_equal(stacked[key][index], value, err_msg=f"{key} of frame {index}")
 
 
-def test_dagger_round_zero_is_the_expert_and_the_data_grows_each_round(tmp_path, capsys):
+def test_dagger_round_zero_is_the_expert_the_data_grows_and_ppo_starts_from_the_clone(tmp_path, capsys):
     main(["train", "--algo", "dagger", "--encoder", "features", "--width", str(SIZE), "--height", str(SIZE),
           "--max-episode-steps", "60", "--train-episodes", "3", "--dagger-rounds", "2", "--dagger-episodes", "2",
           "--bc-epochs", "1", "--eval-episodes", "1", "--no-progress", "--out", str(tmp_path)])
@@ -211,6 +211,16 @@ def test_dagger_round_zero_is_the_expert_and_the_data_grows_each_round(tmp_path,
     assert summary["episodes"] == 2 and summary["split"] == "test"
     assert (run_dir / "eval-test" / "paths.png").stat().st_size > 1000
     assert "test: 2 episodes" in capsys.readouterr().out
+
+    ppo = ["train", "--algo", "ppo", "--width", str(SIZE), "--height", str(SIZE), "--max-episode-steps", "60",
+           "--n-envs", "1", "--n-steps", "32", "--batch-size", "32", "--total-steps", "32", "--lr", "0",
+           "--eval-episodes", "1", "--no-progress", "--no-tensorboard", "--init-from", str(run_dir), "--out", str(tmp_path)]
+    main([*ppo, "--encoder", "features"])  # lr 0: the policy stays the cloned one
+    cloned = PPO.load(run_dir / MODEL_FILE).policy.state_dict()
+    tuned = PPO.load(tmp_path / "nav" / "ppo-features" / "seed-0" / MODEL_FILE).policy.state_dict()
+    assert all(torch.equal(value, cloned[key]) for key, value in tuned.items())
+    with pytest.raises(ConfigError, match="another encoder"):
+        main([*ppo, "--encoder", "sidetune"])
 
 
 def test_bc_reaches_80_percent_success_on_its_own_training_episodes():
