@@ -38,8 +38,8 @@ On ViT-B/16 one task trains 772,140 parameters with 100 classes (765,570 with 10
 0.78M. :func:`vit_b16` loads torchvision's ViT-B/16 state_dict layout only (timm's key names differ).
 
 :func:`vit_cifar` is a small ViT (patch 4, 32 px) for CPU runs. No pre-trained weights exist for it
-yet; the planned pre-training script distils the shipped ResNet-44 into it on the CIFAR-10 training
-JPEGs and ships the weights with their sha256 and the exact command.
+yet; ``benchmarks/pretrain_vit_cifar.py`` makes them by distilling the shipped ResNet-44 into it on the
+CIFAR-10 training JPEGs, and writes their sha256 and the exact command beside them.
 """
 
 from __future__ import annotations
