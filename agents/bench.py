@@ -57,7 +57,7 @@ def run_one(config: NavTrainConfig, split: str, episodes: int | None) -> dict:
         train(replace(config, overwrite=True, resume=False))
     trained = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
     start = time.perf_counter()
-    evaluated = evaluate_run(NavEvalConfig(run_dir=folder, split=split, episodes=episodes))
+    evaluated = evaluate_run(NavEvalConfig(run_dir=folder, split=split, episodes=episodes, device=config.device))
     return {"algo": config.algo, "encoder": config.encoder, "seed": config.seed, "success": evaluated["success"],
             "spl": evaluated["spl"], "train_s": trained["wall_time_s"], "eval_s": time.perf_counter() - start,
             "run_dir": str(folder)}
