@@ -305,7 +305,15 @@ def nav(argv: list[str]) -> None:
     importlib.import_module(f"{package}.cli").main(argv)
 
 
-COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "sweep": sweep, "perf": perf, "nav": nav}
+def taskonomy(argv: list[str]) -> None:
+    """Render the mini-Taskonomy: views of the navigation apartments in Taskonomy's 12 domains (needs numba)."""
+    if importlib.util.find_spec("numba") is None:
+        raise ConfigError("the mini-Taskonomy renderer needs numba: install the extra with pip install -e '.[habitat]'")
+    importlib.import_module("envs.taskonomy_cli").main(argv)
+
+
+COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "sweep": sweep, "perf": perf, "nav": nav,
+            "taskonomy": taskonomy}
 
 
 def _usage() -> str:
