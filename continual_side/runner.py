@@ -197,7 +197,9 @@ def run(config: RunConfig) -> RunOutcome:
     strategy = build_strategy(config.method, config.method_options, config.train, plugins=[progress],
                               evaluator=run_evaluator())
     writer, document = _open_run_folder(config, record)
-    progress.log = writer.log
+    for plugin in strategy.plugins:  # plugins that report (progress, SpotTune's routing) write to metrics.jsonl
+        if getattr(plugin, "log", False) is None:
+            plugin.log = writer.log
     if config.tensorboard:
         from avalanche.logging import TensorboardLogger
 
