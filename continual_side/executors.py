@@ -5,7 +5,8 @@ log (``seed-<n>.log`` beside the run folder). A run that raises is reported with
 and log; the other runs go on. Runs are independent and share nothing but the filesystem, so the
 same sweep fans out over a cluster whose nodes mount the same ``--out``.
 
-- ``local``, ``--workers 1``: one run after another in this process, as ``bench`` always did.
+- ``local``, ``--workers 1``: one run after another in this process, as ``bench`` always did, with
+  this process's torch thread count.
 - ``local``, ``--workers N``: N runs at once, each in its own process (started with ``spawn``, safe
   with CUDA), each with ``cores // N`` torch threads so they do not stall each other.
 - ``ray``: each run is one Ray task requesting ``--cpus-per-run`` CPUs (its torch threads) and
@@ -127,7 +128,7 @@ class _Deferred:
 
 
 class _InProcessPool:
-    """One run after another in this process, with every core's torch threads."""
+    """One run after another in this process, with its torch thread count (``OMP_NUM_THREADS`` if set)."""
 
     def capacity(self) -> int:
         return 1
@@ -136,7 +137,7 @@ class _InProcessPool:
         return _Deferred(job)
 
     def wait(self, handles: Sequence[_Deferred]) -> list[_Deferred]:
-        handles[0].error = train_job(handles[0].job, available_cores())
+        handles[0].error = train_job(handles[0].job, torch.get_num_threads())
         return [handles[0]]
 
     def result(self, handle: _Deferred) -> str | None:

@@ -187,7 +187,9 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         each stream's complete runs, also written to ``<out>/<stream>/comparison/``.
     :raises RunFolderError: a complete run folder holds other settings (nothing has trained yet).
     """
-    config.executor.check()
+    if config.executor.check().ray_address is not None and not Path(config.out).is_absolute():
+        raise ConfigError(f"--out {config.out} is relative: on a Ray cluster give an absolute folder on the shared "
+                          "storage, the same path on every node")
     prepared = [_prepared(job, config.overwrite) for job in grid_jobs(config)]
     todo = [index for index, (_, action) in enumerate(prepared) if action != "skipped"]
     with tqdm(total=len(prepared), initial=len(prepared) - len(todo), desc="sweep", unit="run",
@@ -212,7 +214,7 @@ def run_bench(config: BenchConfig) -> ComparisonTable:
 
     :param config: the benchmark; with ``aggregate_only`` nothing is trained (see :func:`report.aggregate`).
     :return: the comparison table, also written to ``<out>/<stream>/comparison/``.
-    :raises RunFolderError: a run failed (its error and log are in the message).
+    :raises RunFolderError: a run failed (the first one's error and log are in the message); the others ran.
     """
     if config.aggregate_only:
         only = None if ALL_METHODS in config.methods else config.methods
@@ -222,6 +224,7 @@ def run_bench(config: BenchConfig) -> ComparisonTable:
         method_options=config.method_options, train=config.train, seeds=config.seeds, out=config.out,
         tensorboard=config.tensorboard, overwrite=config.overwrite, progress=config.progress))
     if result.failed:
-        raise RunFolderError("; ".join(f"{report.job.name} failed ({report.error}), log {report.job.log}"
-                                       for report in result.failed))
+        first = result.failed[0]
+        raise RunFolderError(f"{len(result.failed)} of {len(result.runs)} runs failed, first {first.job.name}: "
+                             f"{first.error} (log: {first.job.log})")
     return result.tables[0]
