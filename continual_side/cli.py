@@ -319,7 +319,8 @@ COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "sweep": sweep, "per
 def _usage() -> str:
     lines = ["usage: continual-side {" + ",".join(COMMANDS) + "} [OPTIONS]", "",
              "Side-tuning benchmarks for continual learning and embodied navigation.", "", "commands:"]
-    lines += [f"  {name:<8} {command.__doc__.splitlines()[0]}" for name, command in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}}  {command.__doc__.splitlines()[0]}" for name, command in COMMANDS.items()]
     lines += ["", "continual-side COMMAND --help lists a command's options (stream and bench: for the chosen "
               "--stream and --method/--methods)."]
     return "\n".join(lines)
