@@ -8,7 +8,7 @@ The README table: ResNet-44 base, distilled FCN4 side, batch 128, first task of 
 
     python -m benchmarks.perf_cl --stream split_cifar10 --data-root ../shared/data/cifar10-jpeg \\
         --n-tasks 5 --images-per-class 500 --test-images-per-class 10 --base resnet44 \\
-        --batch-size 128 --epochs 3 --repeats 2 --threads 1 --out perf_cl.json
+        --batch-size 128 --epochs 3 --repeats 2 --threads 1 --out runs/perf
 
 On a GPU add ``--device cuda`` (and ``--num-workers 4`` to load batches in worker processes).
 """

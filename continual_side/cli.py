@@ -26,7 +26,7 @@ from continual_side.errors import ConfigError, ContinualSideError
 from continual_side.executors import ExecutorConfig
 from continual_side.grid import parse_axes
 from continual_side.methods import METHODS, TrainConfig, get_method
-from continual_side.perf import PerfConfig, format_table, run_perf
+from continual_side.perf import PerfConfig, format_table, results_file, run_perf
 from continual_side.report import ComparisonTable, table_markdown
 from continual_side.runner import RunConfig, RunOutcome, run
 from continual_side.streams import STREAMS, get_stream
@@ -291,7 +291,7 @@ def perf(argv: list[str]) -> None:
     """Side-by-side speed and memory of fine-tuning, side-tuning (cache off/on), features and Avalanche's Naive."""
     config, stream_name, stream_options = parse_perf(argv)
     print(format_table(run_perf(config, stream_name, stream_options)))
-    print(f"results written to {config.out}")
+    print(f"results written to {results_file(config)}")
 
 
 AGENT_COMMANDS = ("train", "eval", "bench")  # nav subcommands of the agents package; the others are envs'

@@ -40,6 +40,7 @@ from continual_side.atomic import atomic_write_text
 from continual_side.runner import EpochProgress, run_evaluator, trainable_parameters
 from continual_side.streams import get_stream, make_stream
 
+RESULTS_FILE = "perf_cl.json"
 VARIANTS = ("naive", "finetune", "sidetune_nocache", "sidetune", "features")
 TARGETS = {  # (variant, reference, quantity): the issue's targets, ratio at most
     ("sidetune", "finetune", "epoch_s"): 0.20,
@@ -61,7 +62,7 @@ class PerfConfig:
     :param threads: torch intra-op CPU threads; None keeps torch's default. On a CPU shared with other
         jobs, 1 avoids OpenMP threads waiting on each other (measured here: 25x slower iterations
         with 2 threads on 2 busy cores).
-    :param out: JSON file the results are written to.
+    :param out: folder the results go into (``perf_cl.json``), as every command's ``--out`` is a folder.
     """
 
     train: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=lambda: TrainConfig(epochs=2))
@@ -71,7 +72,7 @@ class PerfConfig:
     repeats: int = 1
     seed: int = 0
     threads: int | None = None
-    out: str = "perf_cl.json"
+    out: str = "runs/perf"
 
 
 class EpochRecorder(SupervisedPlugin):
@@ -197,8 +198,13 @@ def _load() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+def results_file(config: PerfConfig) -> Path:
+    """Where :func:`run_perf` writes its JSON."""
+    return Path(config.out) / RESULTS_FILE
+
+
 def run_perf(config: PerfConfig, stream: str = "demo", stream_options: Any = None) -> dict:
-    """Measure every variant and write ``config.out`` (JSON).
+    """Measure every variant and write ``<config.out>/perf_cl.json``.
 
     :param config: training settings and variants.
     :param stream: a registered stream; its first ``config.tasks`` experiences are trained.
@@ -237,9 +243,8 @@ def run_perf(config: PerfConfig, stream: str = "demo", stream_options: Any = Non
         "ratios_vs_finetune": _ratios(results, "finetune"),
         "targets": _targets(results),
     }
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results_file(config), json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -22,7 +22,7 @@ def test_profiler_peak_is_the_running_maximum_of_allocations():
 
 
 def test_perf_measures_every_variant_on_the_same_batches(cifar10_jpeg, tmp_path):
-    out = tmp_path / "perf.json"
+    out = tmp_path / "perf"
     report = run_perf(
         PerfConfig(train=TrainConfig(base="resnet20", epochs=2, batch_size=16),
                    variants=("naive", "finetune", "sidetune", "features"), out=str(out)),
@@ -31,7 +31,7 @@ def test_perf_measures_every_variant_on_the_same_batches(cifar10_jpeg, tmp_path)
                             test_images_per_class=2),
     )
     v = report["variants"]
-    assert report["same_batches"] and json.loads(out.read_text())["variants"] == v
+    assert report["same_batches"] and json.loads((out / "perf_cl.json").read_text())["variants"] == v
     # counted independently: ResNet-20 without its 10-way classifier, plus one 2-way head over the 64-d feature
     head = 64 * 2 + 2
     finetune = sum(p.numel() for p in resnet20().parameters()) - (64 * 10 + 10) + head
@@ -49,12 +49,12 @@ def test_perf_measures_every_variant_on_the_same_batches(cifar10_jpeg, tmp_path)
 def test_perf_runs_through_the_cli_and_prints_the_ratio_table(cifar10_jpeg, tmp_path, capsys):
     from continual_side.cli import main
 
-    out = tmp_path / "perf.json"
+    out = tmp_path / "perf"
     main(["perf", "--stream", "split_cifar10", "--data-root", str(cifar10_jpeg), "--n-tasks", "5",
           "--images-per-class", "8", "--test-images-per-class", "2", "--base", "resnet20", "--epochs", "2",
           "--batch-size", "8", "--variants", "finetune", "features", "--out", str(out)])
     printed = capsys.readouterr().out
-    report = json.loads(out.read_text())
+    report = json.loads((out / "perf_cl.json").read_text())
     assert report["stream"] == "split_cifar10" and report["stream_options"]["images_per_class"] == 8
     ratio = report["ratios_vs_finetune"]["features"]["epoch_s"]
     assert "| features |" in printed and f"{ratio:.3f}" in printed

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from continual_side import checkpoint
 from continual_side.checkpoint import CHECKPOINT_FILE
@@ -92,7 +93,16 @@ def _start(cifar10_jpeg, out, method) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(cifar10_jpeg, tmp_path):
+@pytest.fixture()
+def one_thread():
+    """Results are bit-identical only at one torch thread count: the killed subprocess and this process use 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_killed_at_a_random_point_resumes_to_the_uninterrupted_result(cifar10_jpeg, tmp_path, one_thread):
     method = "ewc"  # a plugin with state (anchors and Fisher diagonals) that must survive the kill
     main(stream_args(cifar10_jpeg, tmp_path / "whole", "--method", method, n_tasks=5, images=24))
     folder = tmp_path / "killed" / "split_cifar10" / method / "seed-0"
