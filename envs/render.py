@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from continual_side.errors import ConfigError
-from envs.scene import COLUMN, FURNITURE, FURNITURE_TEXTURES, N_TEXTURES, ROUND_TABLE, WALL, WALL_TEXTURES, Scene
+from envs.scene import COLUMN, FURNITURE, FURNITURE_TEXTURES, N_TEXTURES, WALL, WALL_TEXTURES, Scene
 
 TEXELS = 64  # texels per texture tile side (power of two)
 TILE_M = 1.0  # metres per texture tile

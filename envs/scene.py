@@ -330,7 +330,6 @@ def _place_round_object(scene: Scene, room, rng) -> None:
     low, high = COLUMN_RADIUS_M if kind == COLUMN else ROUND_TABLE_RADIUS_M
     radius = float(rng.uniform(low, high))
     texture_id = COLUMN_TEXTURE if kind == COLUMN else FURNITURE_TEXTURES[int(rng.integers(len(FURNITURE_TEXTURES)))]
-    cell = scene.cell_size
     reach = FURNITURE_MARGIN_M + radius
     x0, z0 = scene.cell_to_world(room[0], room[1])
     x1, z1 = scene.cell_to_world(room[2] - 1, room[3] - 1)

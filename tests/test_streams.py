@@ -19,7 +19,7 @@ from continual_side.errors import ConfigError, DataRootError
 from continual_side.streams import STREAMS, make_stream
 from continual_side.streams.demo import DEMO_DATA_DIR, TEST_PER_CLASS, TRAIN_PER_CLASS, DemoOptions
 from continual_side.streams.icifar import icifar100
-from continual_side.streams.imagefolder import ImageTensors, load_image_folder
+from continual_side.streams.imagefolder import load_image_folder
 from continual_side.streams.split_cifar10 import SplitCifar10Options, split_cifar10
 from continual_side.streams.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise
 
