@@ -23,10 +23,11 @@ from continual_side.errors import ConfigError
 from continual_side.models.backbones import CifarResNet, resnet20, resnet44
 from continual_side.models.feature_cache import CACHE_MODES, CacheMode, FeatureCache
 from continual_side.models.sidetuned import FrozenBase
-from continual_side.models.heads import make_head
+from continual_side.models.heads import TaskOutput, make_head
+from continual_side.models.midlevel import midlevel
 from continual_side.models.side import FeatureExtractor
 
-BASES = {"resnet44": resnet44, "resnet20": resnet20}
+BASES = {"resnet44": resnet44, "resnet20": resnet20, "midlevel": midlevel}
 
 
 @dataclass
@@ -111,8 +112,13 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def num_classes(experience: CLExperience) -> int:
-    """Width of a task's head: targets are 0..C-1 within each task."""
+def task_output(experience: CLExperience) -> TaskOutput:
+    """What a task's head predicts: the stream's ``experience.task_output`` (a dense task's
+    :class:`~continual_side.models.heads.DenseOutput`) if it sets one, else the number of classes
+    (targets are 0..C-1 within each task)."""
+    output = getattr(experience, "task_output", None)
+    if output is not None:
+        return output
     return int(max(experience.classes_in_this_experience)) + 1
 
 
@@ -142,7 +148,7 @@ class TaskModules(MultiTaskModule):
         for task in experience.task_labels:
             if str(task) not in self.tasks:
                 # in the model's mode: a module added during evaluation must not update BatchNorm statistics
-                module = self.new_task_module(num_classes(experience)).train(self.training)
+                module = self.new_task_module(task_output(experience)).train(self.training)
                 self.tasks[str(task)] = module.to(device)
         if self.training:
             current = {str(t) for t in experience.task_labels}

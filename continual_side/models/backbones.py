@@ -77,10 +77,18 @@ class CifarResNet(nn.Module):
         """Every residual block in forward order (3n of them)."""
         return [*self.layer1, *self.layer2, *self.layer3]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The globally pooled last-stage feature, (B, 64)."""
-        out = self.layer3(self.layer2(self.layer1(self.stem(x))))
+    def tail(self, out: torch.Tensor) -> torch.Tensor:
+        """The feature from the last residual block's output: global average pooling, (B, 64).
+
+        Methods that run the residual blocks themselves (SpotTune, Res-Tuning, CST) finish with this,
+        so they work on any base that has ``stem``, ``layer1..3`` and ``tail`` (the mid-level encoder's
+        tail keeps a spatial map).
+        """
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature the heads read: ``tail`` of the last stage, (B, 64)."""
+        return self.tail(self.layer3(self.layer2(self.layer1(self.stem(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """CIFAR-10 logits, (B, num_classes)."""

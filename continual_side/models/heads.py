@@ -1,12 +1,99 @@
-"""Task heads on top of the merged feature."""
+"""Task heads on top of the (merged) feature: a linear classifier, or a decoder for a dense task."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def make_head(in_dim: int, num_classes: int) -> nn.Module:
-    """A linear classifier, as side-tuning uses for each iCIFAR task.
+@dataclass(frozen=True)
+class DenseOutput:
+    """What a dense task (an iTaskonomy domain) predicts, in place of a class count.
 
-    :param in_dim: width of the merged feature.
-    :param num_classes: number of classes of the task.
+    :param domain: the task's domain, e.g. ``curvature`` (its loss is ``dense_losses.TASK_LOSSES[domain]``).
+    :param channels: prediction channels (classes for segment_semantic and class_object).
+    :param pixelwise: an image at the input resolution (N, channels, H, W); False: a vector per image
+        (N, channels), e.g. class_object's class scores.
     """
-    return nn.Linear(in_dim, num_classes)
+
+    domain: str
+    channels: int
+    pixelwise: bool = True
+
+
+TaskOutput = int | DenseOutput
+"""A task's output: its number of classes (classification) or a :class:`DenseOutput`."""
+
+
+class DenseDecoder(nn.Module):
+    """A light decoder from a feature map to a prediction at ``stride`` times its resolution.
+
+    Three conv-GroupNorm-ReLU layers, each followed by a bilinear x2 upsampling while the map is
+    coarser than the input, then a 1x1 convolution to the task's channels (bilinear up to full
+    resolution first). Kept small so that, with a cached frozen base, side-tuning's epoch costs a
+    fraction of fine-tuning's (the paper's decoders are larger; the speed target measures this one).
+
+    :param in_channels: channels of the feature map.
+    :param out_channels: prediction channels.
+    :param stride: input resolution / feature resolution (a power of two).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        if stride < 1 or stride & (stride - 1):
+            raise ValueError(f"stride {stride} must be a power of two")
+        self.stride = stride
+        widths = (in_channels, 16, 16, 8)
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.GroupNorm(1, b), nn.ReLU())
+            for a, b in zip(widths, widths[1:])
+        )
+        self.out = nn.Conv2d(widths[-1], out_channels, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        size = (features.shape[-2] * self.stride, features.shape[-1] * self.stride)
+        out = features
+        for layer in self.layers:
+            out = layer(out)
+            if out.shape[-1] < size[-1]:
+                out = F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False)
+        if out.shape[-2:] != size:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return self.out(out)
+
+
+class PooledClassifier(nn.Module):
+    """Global average pooling of a feature map (a vector passes as is), then a linear classifier."""
+
+    def __init__(self, in_dim: int, num_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() == 4:
+            features = features.mean(dim=(2, 3))
+        return self.linear(features)
+
+
+def make_head(in_dim: int, output: TaskOutput, *, stride: int = 1) -> nn.Module:
+    """The head for one task.
+
+    :param in_dim: width (channels) of the feature the head reads.
+    :param output: a class count: a linear classifier, as side-tuning uses for each iCIFAR task; a
+        pixel-wise :class:`DenseOutput`: a :class:`DenseDecoder`; a per-image one: a
+        :class:`PooledClassifier`.
+    :param stride: input resolution / feature resolution, for a decoder (the base's ``feature_stride``).
+    """
+    if isinstance(output, DenseOutput):
+        if output.pixelwise:
+            return DenseDecoder(in_dim, output.channels, stride)
+        return PooledClassifier(in_dim, output.channels)
+    return nn.Linear(in_dim, output)
+
+
+def feature_stride(network: nn.Module) -> int:
+    """How much coarser than the input a network's feature is (1 for a pooled vector)."""
+    return getattr(network, "feature_stride", 1)
