@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from continual_side.atomic import atomic_write_bytes, atomic_write_text
 from continual_side.errors import ConfigError
+from continual_side.streams.taskonomy_data import DEFAULT_SET_POINTER
 from envs.navgrid import NavGrid
 from envs.render import (
     COLUMN_CLASS, FIRST_FURNITURE_CLASS, ROUND_TABLE_CLASS, SEMANTIC_CLASSES, RGBDRenderer, SurfaceLabels,
@@ -369,6 +370,7 @@ def render_taskonomy(config: TaskonomyRenderConfig) -> RenderedSet:
         settings = json.loads(settings_path.read_text())
         if settings["content"] == json.loads(json.dumps(config.content())):
             _write_grid_copy(root, config.grid)
+            _point_to_default_set(config, root)
             return RenderedSet(root, True, settings["views"], settings["seconds"], settings["cpu_seconds"])
     if root.exists() and not (root / MANIFEST_NAME).is_file() and any(root.iterdir()):
         raise ConfigError(f"{root} exists and is not a rendered set; choose an empty or new --out folder")
@@ -402,7 +404,16 @@ def render_taskonomy(config: TaskonomyRenderConfig) -> RenderedSet:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _write_grid_copy(root, config.grid)
+    _point_to_default_set(config, root)
     return RenderedSet(root, False, views, seconds, cpu_seconds)
+
+
+def _point_to_default_set(config: TaskonomyRenderConfig, root: Path) -> None:
+    """Record where the default set is, for streams that read it without a --data-root."""
+    if config.content() == TaskonomyRenderConfig().content():
+        pointer = DEFAULT_SET_POINTER.expanduser()
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(pointer, json.dumps({"root": str(root.resolve())}))
 
 
 def _cpu_seconds() -> float:

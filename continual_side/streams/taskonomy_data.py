@@ -69,6 +69,8 @@ _MIN_NORMAL_LENGTH = 0.5  # decoded normals shorter than this are the "no surfac
 _DISTRIBUTION_TOLERANCE = 1e-2  # wide enough for float16 files; real logits are never all >= 0 summing to 1
 _MASK_FULL = 1.0 - 1e-4  # a resized mask pixel is valid only where every source pixel under it was
 _LISTED = 3  # missing items named in an error message; the rest are counted
+DEFAULT_SET_POINTER = Path("~/.cache/continual_side/taskonomy/default.json")
+"""Written by ``continual-side taskonomy render`` when it renders (or finds) the default set: ``{"root": ...}``."""
 
 Decoded = tuple[torch.Tensor, torch.Tensor | None]
 Resize = Literal["bilinear", "nearest", "none"]
@@ -149,6 +151,21 @@ def split_buildings(buildings: Sequence[str], *, val_fraction: float = 0.15,
         )
     test, val, train = names[:n_test], names[n_test : n_test + n_val], names[n_test + n_val :]
     return BuildingSplit(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
+
+
+def default_root() -> Path:
+    """The built-in mini-Taskonomy's folder, once ``continual-side taskonomy render`` has made it.
+
+    :raises DataRootError: not rendered yet (with the command that renders it).
+    """
+    pointer = DEFAULT_SET_POINTER.expanduser()
+    root = Path(json.loads(pointer.read_text())["root"]) if pointer.is_file() else None
+    if root is None or not (root / MANIFEST_NAME).is_file():
+        raise DataRootError(
+            "the built-in mini-Taskonomy is not rendered yet: run `continual-side taskonomy render` once "
+            "(offline, about a minute on 2 cores), or give the root of a Taskonomy-layout set with --data-root"
+        )
+    return root
 
 
 def _subfolders(folder: Path) -> set[str]:
