@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +23,8 @@ from continual_side.errors import ConfigError
 from continual_side.models.backbones import CifarResNet, resnet20, resnet44
 from continual_side.models.feature_cache import CACHE_MODES, CacheMode, FeatureCache
 from continual_side.models.sidetuned import FrozenBase
-from continual_side.models.heads import TaskOutput, make_head
+from continual_side.models.dense_losses import PackedTaskLoss
+from continual_side.models.heads import DenseOutput, TaskOutput, feature_stride, make_head
 from continual_side.models.midlevel import midlevel
 from continual_side.models.side import FeatureExtractor
 
@@ -98,7 +99,8 @@ def trainable_features(network: CifarResNet) -> FeatureExtractor:
     """A trainable copy of ``network``'s feature extractor; its CIFAR-10 classifier is dropped so that
     no unused parameters sit in the model (or the optimizer)."""
     network = copy.deepcopy(network)
-    network.linear = nn.Identity()
+    if hasattr(network, "linear"):
+        network.linear = nn.Identity()
     return FeatureExtractor(network.requires_grad_(True))
 
 
@@ -139,7 +141,8 @@ class TaskModules(MultiTaskModule):
         self.base = base
         self.tasks = nn.ModuleDict()
 
-    def new_task_module(self, n_classes: int) -> nn.Module:
+    def new_task_module(self, output: TaskOutput) -> nn.Module:
+        """The modules of a new task whose head predicts ``output`` (a class count or a DenseOutput)."""
         raise NotImplementedError
 
     def adaptation(self, experience: CLExperience) -> None:
@@ -177,6 +180,25 @@ class PerTaskStrategy(SupervisedTemplate):
     def eval_epoch(self, **kwargs):
         with torch.inference_mode():
             super().eval_epoch(**kwargs)
+
+
+def task_criterion(output: TaskOutput) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss a task trains and is evaluated with: cross entropy for classes, the domain's loss for
+    a dense task (its targets packed by :func:`~continual_side.models.dense_losses.pack_target`)."""
+    if isinstance(output, DenseOutput):
+        return PackedTaskLoss(output.domain)
+    return nn.CrossEntropyLoss()
+
+
+class TaskCriterion(BasePlugin):
+    """Gives the strategy the current experience's loss before it trains or evaluates on it, so one
+    strategy serves a stream whose tasks have different losses (iTaskonomy)."""
+
+    def before_training_exp(self, strategy, **kwargs):
+        strategy._criterion = task_criterion(task_output(strategy.experience))
+
+    def before_eval_exp(self, strategy, **kwargs):
+        strategy._criterion = task_criterion(task_output(strategy.experience))
 
 
 class FeatureCacheSaver(BasePlugin):
@@ -219,8 +241,8 @@ class SharedBaseModel(TaskModules):
     def __init__(self, base: nn.Module) -> None:
         super().__init__(base)
 
-    def new_task_module(self, n_classes: int) -> nn.Module:
-        return make_head(self.base.feature_dim, n_classes)
+    def new_task_module(self, output: TaskOutput) -> nn.Module:
+        return make_head(self.base.feature_dim, output, stride=feature_stride(self.base))
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.task(task_label)(self.base(x))
@@ -260,6 +282,6 @@ def per_task_strategy(
         train_epochs=config.epochs,
         eval_mb_size=config.eval_batch_size,
         device=config.device,
-        plugins=[*method_plugins, *plugins],
+        plugins=[TaskCriterion(), *method_plugins, *plugins],
         evaluator=evaluator,
     )

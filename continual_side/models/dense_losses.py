@@ -146,3 +146,44 @@ def correct_and_count(task: str, prediction: torch.Tensor, targets: dict[str, to
         labelled = labels != SEGMENT_UNLABELLED
         return int((predicted == labels)[labelled].sum()), int(labelled.sum())
     return int((predicted == targets[task].argmax(dim=1)).sum()), int(predicted.numel())
+
+
+def pack_target(task: str, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One tensor holding a view's target and mask, so that an Avalanche batch ``(x, y, t)`` can carry it.
+
+    Pixel regression: the target's channels then the mask as one more channel (all ones when there is
+    no mask), (C + 1, H, W). segment_semantic: the labels as float, (1, H, W). class_object: the
+    distribution, (K,). :func:`unpack_target` inverts it (batched).
+
+    :param task: a key of :data:`TASK_LOSSES`.
+    :param target: one view's decoded target (the Taskonomy loader's).
+    :param mask: its validity mask, (1, H, W) or (H, W), or None.
+    """
+    if task == "segment_semantic":
+        return target.to(torch.float32).unsqueeze(0)
+    if not TASK_LOSSES[task].pixelwise:
+        return target.to(torch.float32)
+    valid = torch.ones_like(target[:1]) if mask is None else mask.to(target.dtype).reshape(1, *target.shape[-2:])
+    return torch.cat([target.to(torch.float32), valid.to(torch.float32)])
+
+
+def unpack_target(task: str, packed: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A batch of :func:`pack_target` tensors as the loader's ``{task: target, task + "_mask": mask}``."""
+    if task == "segment_semantic":
+        return {task: packed[:, 0].round().to(torch.int64)}
+    if not TASK_LOSSES[task].pixelwise:
+        return {task: packed}
+    return {task: packed[:, :-1], task + "_mask": packed[:, -1:] > 0.5}
+
+
+class PackedTaskLoss:
+    """``loss(prediction, packed)``: the task's loss on a batch of :func:`pack_target` tensors
+    (the criterion an Avalanche strategy calls as ``criterion(mb_output, mb_y)``)."""
+
+    def __init__(self, task: str):
+        if task not in TASK_LOSSES:
+            raise ConfigError(f"unknown iTaskonomy task {task!r}; choose one of {list(TASK_LOSSES)}")
+        self.task = task
+
+    def __call__(self, prediction: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        return task_loss(self.task, prediction, unpack_target(self.task, packed))

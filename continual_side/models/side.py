@@ -53,6 +53,7 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.network = network
         self.feature_dim = network.feature_dim
+        self.feature_stride = getattr(network, "feature_stride", 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network.features(x)

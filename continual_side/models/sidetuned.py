@@ -23,6 +23,7 @@ class FrozenBase(nn.Module):
         super().__init__()
         self.network = network.requires_grad_(False).eval()
         self.feature_dim = network.feature_dim
+        self.feature_stride = getattr(network, "feature_stride", 1)
         self.cache = cache
 
     def train(self, mode: bool = True) -> FrozenBase:
