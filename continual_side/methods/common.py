@@ -163,6 +163,13 @@ class TaskModules(MultiTaskModule):
     def task(self, task_label: int) -> nn.Module:
         return self.tasks[str(task_label)]
 
+    def forward(self, x: torch.Tensor, task_labels: torch.Tensor | int | None) -> torch.Tensor:
+        """Avalanche's multi-head forward, with a batch of one task going straight to that task's
+        modules: Avalanche pads every batch into (B, classes), which a dense task's output is not."""
+        if isinstance(task_labels, torch.Tensor) and len(task_labels) and bool((task_labels == task_labels[0]).all()):
+            return self.forward_single_task(x, int(task_labels[0]))
+        return super().forward(x, task_labels)
+
 
 class PerTaskStrategy(SupervisedTemplate):
     """SupervisedTemplate that starts every experience with a fresh optimizer state.

@@ -1,6 +1,9 @@
 """Turn per-task decoded images into a task-incremental Avalanche benchmark.
 
-Task label = task index; targets are 0..C-1 inside each task (one head per task, as in the paper).
+Task label = task index. Classification: targets are 0..C-1 inside each task (one head per task, as
+in the paper). Dense tasks (iTaskonomy): each target is a view's packed label map
+(:func:`~continual_side.models.dense_losses.pack_target`), and each experience carries its
+``task_output`` (a :class:`~continual_side.models.heads.DenseOutput`) for the heads and the loss.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
 from torch.utils.data import Dataset
 
+from continual_side.models.heads import DenseOutput
 from continual_side.streams.imagefolder import ImageTensors
 from continual_side.streams.transforms import normalise
 
@@ -65,4 +69,52 @@ def task_benchmark(stream_name: str, tasks: Sequence[tuple[ImageTensors, ImageTe
     bench.stream_name = stream_name
     bench.classes_per_task = [list(train.class_names) for train, _ in tasks]
     bench.task_images = list(tasks)
+    return bench
+
+
+class DenseTaskDataset(Dataset):
+    """(normalised image, packed target) pairs of one dense task.
+
+    :param images: uint8 (N, 3, H, W); tasks over the same views share this tensor (and the frozen
+        base's feature cache hits across tasks, since it keys on the pixels).
+    :param packed: (N, ...) the views' :func:`~continual_side.models.dense_losses.pack_target` tensors.
+    """
+
+    def __init__(self, images: torch.Tensor, packed: torch.Tensor):
+        if len(images) != len(packed):
+            raise ValueError(f"{len(images)} images but {len(packed)} targets")
+        self.images = images
+        self.packed = packed
+        self.targets = [0] * len(images)  # Avalanche's class attribute; a dense task has no classes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalise(self.images[index]), self.packed[index]
+
+
+def dense_task_benchmark(
+    stream_name: str, tasks: Sequence[tuple[DenseOutput, DenseTaskDataset, DenseTaskDataset]]
+) -> CLScenario:
+    """Avalanche benchmark with one experience per dense task; experience i has task label i.
+
+    The result carries `stream_name`, `classes_per_task` (``[[domain]]`` per task: the task's name)
+    and `task_outputs`; every experience of both streams carries its `task_output`.
+
+    :param stream_name: name recorded on the benchmark.
+    :param tasks: (output, train, test) of each task.
+    """
+    streams = {
+        split: [_make_taskaware_classification_dataset(task[position], task_labels=index)
+                for index, task in enumerate(tasks)]
+        for position, split in ((1, "train"), (2, "test"))
+    }
+    bench = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))  # class 0 only
+    for stream in (bench.train_stream, bench.test_stream):
+        for experience, (output, _, _) in zip(stream, tasks):
+            experience.task_output = output
+    bench.stream_name = stream_name
+    bench.classes_per_task = [[output.domain] for output, _, _ in tasks]
+    bench.task_outputs = [output for output, _, _ in tasks]
     return bench
