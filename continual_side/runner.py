@@ -12,7 +12,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class RunConfig:
     :param method: a registered method (``continual_side.methods.METHODS``).
     :param stream_options: that stream's options dataclass; None for its defaults.
     :param method_options: that method's options dataclass; None for its defaults.
-    :param train: training settings every method shares.
+    :param train: training settings every method shares; its base None is the stream's default base.
     :param seed: random seed for initialisation and data order.
     :param out: root folder of the run folders (``<out>/<stream>/<method>/seed-<n>/``).
     :param tensorboard: also log to TensorBoard (Avalanche's TensorboardLogger) in the run folder.
@@ -59,14 +59,20 @@ class RunConfig:
     resume: bool = False
 
     def checked(self) -> RunConfig:
-        """This config with every option filled in and checked, before anything is built or written."""
+        """This config with every option filled in and checked, before anything is built or written.
+
+        The base is resolved here (None: the stream's), so config.json records the base a run used and
+        a run that left it to the stream has the settings of one that named the same base.
+        """
         if self.overwrite and self.resume:
             raise ConfigError("--overwrite and --resume exclude each other: start again or continue, not both")
-        stream_options = get_stream(self.stream).check_options(self.stream_options)
+        stream = get_stream(self.stream)
+        stream_options = stream.check_options(self.stream_options)
         method_options = get_method(self.method).check_options(self.method_options)
         run_folder(self.out, self.stream, self.method, self.seed)  # names and seed usable as a folder
-        self.train.check()
-        return RunConfig(**{**vars(self), "stream_options": stream_options, "method_options": method_options})
+        train = stream_train_config(self.train, self.stream).check()
+        return RunConfig(**{**vars(self), "stream_options": stream_options, "method_options": method_options,
+                            "train": train})
 
     def record(self) -> dict[str, Any]:
         """What config.json records: the stream's and the method's own options only, and the shared settings."""
@@ -78,6 +84,11 @@ class RunConfig:
             **{name: getattr(config, name) for name in ("seed", "out", "tensorboard", "progress", "overwrite",
                                                          "resume")},
         }
+
+
+def stream_train_config(train: TrainConfig, stream: str) -> TrainConfig:
+    """``train`` with its base resolved: the stream's default base when ``train.base`` is None."""
+    return train if train.base is not None else replace(train, base=get_stream(stream).base)
 
 
 @dataclass

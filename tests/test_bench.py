@@ -196,3 +196,22 @@ def test_a_method_s_own_options_only_matter_to_that_method(fake_out, tmp_path, m
     with pytest.raises(ConfigError, match="options given for ewc, which this sweep does not run"):
         run_bench(BenchConfig(stream="demo", methods=("sidetune",), seeds=1, out=str(tmp_path),
                               method_options={"ewc": EWCOptions(lambda_=1.0)}))
+
+
+def test_a_run_that_named_the_stream_s_base_is_reused_when_the_base_is_left_to_the_stream(tmp_path, monkeypatch):
+    """Runs recorded before the base defaulted to the stream's (``"base": "resnet44"``) are the same settings."""
+    from continual_side.runner import RunConfig
+
+    named = RunConfig(stream="demo", method="sidetune", train=TrainConfig(base="resnet44")).record()
+    assert RunConfig(stream="demo", method="sidetune").record() == named  # None resolved to demo's base
+    writer = RunWriter(tmp_path, "demo", "sidetune", 0)
+    writer.write_config(named)
+    writer.log("eval", after_experience=0, task=0, accuracy=1.0)
+    writer.write_acc_matrix(np.eye(5), [f"t{i}" for i in range(5)])
+    writer.write_summary(np.eye(5), wall_time_s=1.0, trainable_parameters=1)
+    monkeypatch.setattr(runner, "run", lambda config: pytest.fail(f"retrained {config.method}"))
+    table = run_bench(BenchConfig(stream="demo", methods=("sidetune",), seeds=1, out=str(tmp_path), progress=False))
+    assert table.settings["train.base"] == "resnet44"
+    with pytest.raises(RunFolderError, match=r"other settings \(train.base\)"):
+        run_bench(BenchConfig(stream="demo", methods=("sidetune",), seeds=1, out=str(tmp_path), progress=False,
+                              train=TrainConfig(base="resnet20")))

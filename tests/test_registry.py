@@ -118,6 +118,9 @@ def test_registration_refuses_taken_names_and_options_without_defaults(throwaway
     with pytest.raises(TypeError):
         register_stream("needs_size", options=Required, build=stripes)
     assert "needs_size" not in STREAMS
+    with pytest.raises(ValueError, match="unknown base 'resnet50'"):
+        register_stream("big_base", options=StripesOptions, build=stripes, base="resnet50")
+    assert "big_base" not in STREAMS
 
 
 def test_demo_imports_neither_habitat_nor_envs_nor_gymnasium_registrations(tmp_path):

@@ -25,10 +25,12 @@ from continual_side.models.feature_cache import CACHE_MODES, CacheMode, FeatureC
 from continual_side.models.sidetuned import FrozenBase
 from continual_side.models.dense_losses import PackedTaskLoss
 from continual_side.models.heads import DenseOutput, TaskOutput, feature_stride, make_head
-from continual_side.models.midlevel import midlevel
+from continual_side.models.midlevel import midlevel, taskonomy_encoder
 from continual_side.models.side import FeatureExtractor
 
-BASES = {"resnet44": resnet44, "resnet20": resnet20, "midlevel": midlevel}
+BASES = {"resnet44": resnet44, "resnet20": resnet20, "midlevel": midlevel, "taskonomy": taskonomy_encoder}
+DEFAULT_BASE = "resnet44"
+"""The base of a network built without a stream (a stream names its own, ``StreamSpec.base``)."""
 
 
 @dataclass
@@ -38,7 +40,9 @@ class TrainConfig:
     A method's own options (EWC's lambda, side-tuning's merge, ...) live in that method's options
     dataclass, not here.
 
-    :param base: pre-trained base network (CIFAR ResNet pre-trained on CIFAR-10).
+    :param base: pre-trained base network, one of :data:`BASES`; None: the stream's default (resnet44,
+        the CIFAR ResNet pre-trained on CIFAR-10, for the CIFAR streams; midlevel for itaskonomy), which
+        a run resolves before it records its settings.
     :param base_weights: path to the base's weights; default resolves them through the weights hub.
     :param lr: Adam learning rate.
     :param epochs: training epochs per task.
@@ -54,7 +58,7 @@ class TrainConfig:
     :param pin_memory: pin host batches for faster copies to the GPU; None: on when device is cuda.
     """
 
-    base: str = "resnet44"
+    base: str | None = None
     base_weights: str | None = None
     lr: float = 1e-3
     epochs: int = 4
@@ -68,7 +72,7 @@ class TrainConfig:
 
     def check(self) -> TrainConfig:
         """Refuse values no run can use, with the fix, before anything is built or written."""
-        if self.base not in BASES:
+        if self.base is not None and self.base not in BASES:
             raise ConfigError(f"unknown base {self.base!r}; choose one of {', '.join(BASES)}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
@@ -90,9 +94,9 @@ class TrainConfig:
 
 
 def pretrained_base(config: TrainConfig) -> CifarResNet:
-    """The configured base network with its pre-trained weights."""
+    """The configured base network (:data:`DEFAULT_BASE` when none is set) with its pre-trained weights."""
     config.check()
-    return BASES[config.base](weights=config.base_weights or True)
+    return BASES[config.base or DEFAULT_BASE](weights=config.base_weights or True)
 
 
 def trainable_features(network: CifarResNet) -> FeatureExtractor:

@@ -14,6 +14,7 @@ from typing import Any
 from avalanche.benchmarks.scenarios.generic_scenario import CLScenario
 
 from continual_side.errors import ConfigError
+from continual_side.methods.common import BASES, DEFAULT_BASE
 from continual_side.options import check_registration, checked_options
 
 
@@ -25,11 +26,14 @@ class StreamSpec:
     :param options: the stream's own options dataclass (every field with a default).
     :param build: ``build(options, progress=...)`` returns the task-incremental benchmark (see
         :func:`continual_side.streams.benchmark.task_benchmark`).
+    :param base: the base network a run over this stream uses when its ``TrainConfig.base`` is None
+        (a key of ``continual_side.methods.common.BASES``).
     """
 
     name: str
     options: type
     build: Callable[..., CLScenario]
+    base: str = DEFAULT_BASE
 
     def check_options(self, options: Any | None) -> Any:
         """``options`` if it is this stream's options type, its defaults for None, else a ConfigError."""
@@ -39,13 +43,17 @@ class StreamSpec:
 STREAMS: dict[str, StreamSpec] = {}
 
 
-def register_stream(name: str, *, options: type, build: Callable[..., CLScenario]) -> StreamSpec:
+def register_stream(name: str, *, options: type, build: Callable[..., CLScenario],
+                    base: str = DEFAULT_BASE) -> StreamSpec:
     """Add a stream to the registry and return its spec.
 
-    :raises ValueError: see :func:`continual_side.options.check_registration`.
+    :param base: its default base network (see :class:`StreamSpec`); the CIFAR ResNet-44 unless given.
+    :raises ValueError: see :func:`continual_side.options.check_registration`, or an unknown base.
     """
     check_registration("stream", name, STREAMS, options)
-    STREAMS[name] = spec = StreamSpec(name=name, options=options, build=build)
+    if base not in BASES:
+        raise ValueError(f"stream {name!r}: unknown base {base!r}; choose one of {', '.join(BASES)}")
+    STREAMS[name] = spec = StreamSpec(name=name, options=options, build=build, base=base)
     return spec
 
 
