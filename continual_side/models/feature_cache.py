@@ -4,7 +4,9 @@ A frozen base in eval mode is a fixed function of (weights, input), so its featu
 computed once and reused for every epoch, method and seed. The cache is content-addressed: each input
 row is keyed by a blake2b digest of its bytes (the normalised pixels, so the data and the transform
 are part of the key), inside a store that belongs to one weights identity (sha256 of the state_dict),
-one device type and one input shape/dtype. Changing weights, pixels or transform can only miss.
+one device type and one input shape/dtype. Changing weights, pixels or transform can only miss. A feature
+row may have any shape: a pooled vector (D,) or a feature map (C, H, W); within a store it is fixed,
+since the input shape is.
 
 Stores live in a process-wide registry (every method and seed in one process shares them); in
 ``disk`` mode each store is also a file ``<cache_dir>/<store id>.pt`` so a later run starts warm.
@@ -65,7 +67,7 @@ class FeatureStore:
         self.path = path
         self.max_bytes = max_bytes
         self.index: dict[bytes, int] = {}
-        self.features: torch.Tensor | None = None  # (capacity, D); rows [0, len) are filled
+        self.features: torch.Tensor | None = None  # (capacity, *feature shape); rows [0, len) are filled
         self.dirty = False
         self._full_warned = False
 
@@ -82,8 +84,8 @@ class FeatureStore:
             new = {d: i for i, d in enumerate(digests) if d not in self.index}
             if not new:
                 return
-            n, dim = len(self.index), features.shape[1]
-            if (n + len(new)) * dim * features.element_size() > self.max_bytes:
+            n, row_shape = len(self.index), features.shape[1:]
+            if (n + len(new)) * row_shape.numel() * features.element_size() > self.max_bytes:
                 if not self._full_warned:
                     warnings.warn(f"feature cache {self.store_id[:12]} is full ({self.max_bytes} bytes); "
                                   "new inputs are computed but not cached (are the inputs augmented?)")
@@ -91,7 +93,7 @@ class FeatureStore:
                 return
             if self.features is None or n + len(new) > len(self.features):
                 capacity = max(2 * (n + len(new)), 1024)
-                grown = torch.empty((capacity, dim), dtype=features.dtype, device=features.device)
+                grown = torch.empty((capacity, *row_shape), dtype=features.dtype, device=features.device)
                 if self.features is not None:
                     grown[:n] = self.features[:n]
                 self.features = grown
@@ -145,7 +147,7 @@ def _checked(payload: object, store_id: str) -> tuple[torch.Tensor, torch.Tensor
     keys, features = payload.get("keys"), payload.get("features")
     if not (isinstance(keys, torch.Tensor) and isinstance(features, torch.Tensor)
             and keys.dtype == torch.uint8 and keys.dim() == 2 and keys.shape[1] == DIGEST_BYTES
-            and features.dim() == 2 and len(features) == len(keys)):
+            and features.dim() >= 2 and len(features) == len(keys)):
         raise ValueError("keys/features have the wrong shapes")
     if payload.get("checksum") != _checksum(keys, features):
         raise ValueError("checksum mismatch")
@@ -238,7 +240,7 @@ class FeatureCache:
         if len(missing) == len(x):
             return computed
         hit = [i for i, r in enumerate(rows) if r >= 0]
-        out = torch.empty((len(x), computed.shape[1]), dtype=computed.dtype, device=computed.device)
+        out = torch.empty((len(x), *computed.shape[1:]), dtype=computed.dtype, device=computed.device)
         out[missing] = computed
         out[hit] = store.gather([rows[i] for i in hit])
         return out
