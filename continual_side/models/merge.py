@@ -1,5 +1,8 @@
-"""Merge operators: how side-tuning combines the base feature b and the side feature s, both (B, dim).
+"""Merge operators: how side-tuning combines the base feature b and the side feature s.
 
+Both features are pooled vectors (B, dim) (the CIFAR bases) or maps (B, dim, H, W) (the mid-level
+base): every operator acts per feature channel, so on a map the learned ones (FiLM, MLP) apply their
+linear layers over the channels at every pixel (1x1 convolutions) and the others broadcast.
 The names follow the side-tuning reference's operators; side-tuning's default is "alpha".
 """
 
@@ -9,6 +12,16 @@ import torch
 from torch import nn
 
 from continual_side.errors import ConfigError
+
+
+def over_channels(layer: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """``layer`` (acting on the last dimension) applied to the channels of (B, C) or (B, C, H, W) features.
+
+    On a map this is a 1x1 convolution with the layer's weights; on a vector it is the layer itself.
+    """
+    if features.dim() == 2:
+        return layer(features)
+    return layer(features.movedim(1, -1)).movedim(-1, 1)
 
 
 class BaseOnly(nn.Module):
@@ -71,7 +84,7 @@ class FiLM(nn.Module):
             nn.init.constant_(layer.bias, bias)
 
     def forward(self, base_feat: torch.Tensor, side_feat: torch.Tensor) -> torch.Tensor:
-        return self.gamma(side_feat) * base_feat + self.beta(side_feat)
+        return over_channels(self.gamma, side_feat) * base_feat + over_channels(self.beta, side_feat)
 
 
 class MLP(nn.Module):
@@ -86,7 +99,7 @@ class MLP(nn.Module):
         self.base_net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, base_feat: torch.Tensor, side_feat: torch.Tensor) -> torch.Tensor:
-        return self.base_net(base_feat) + side_feat
+        return over_channels(self.base_net, base_feat) + side_feat
 
 
 _MERGES = {
@@ -102,10 +115,10 @@ MERGE_NAMES = tuple(_MERGES)
 
 
 def make_merge(name: str, dim: int = 64) -> nn.Module:
-    """A merge operator; its forward(base_feat, side_feat) returns (B, dim).
+    """A merge operator; its forward(base_feat, side_feat) returns a feature shaped like both.
 
     :param name: one of MERGE_NAMES.
-    :param dim: width of both features.
+    :param dim: width (channels) of both features.
     :raises ConfigError: for an unknown name.
     """
     if name not in _MERGES:
