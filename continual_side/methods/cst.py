@@ -1,5 +1,6 @@
 """Calibration Side-Tuning (Feng Chen, "CST: Calibration Side-Tuning for Parameter and Memory Efficient
-Transfer Learning", arXiv:2402.12736, 2024), for classification on the CIFAR ResNet.
+Transfer Learning", arXiv:2402.12736, 2024), for classification and dense tasks on the CIFAR ResNet or the
+mid-level encoder.
 
 Each task gets a light side network fed by the frozen backbone's three residual-stage outputs, fused
 with the last stage's map by :class:`~continual_side.models.cst.TransitionGate`, and a head
@@ -43,13 +44,13 @@ class CSTModel(FrozenBackboneModel):
     """
 
     def __init__(self, backbone: CifarResNet, width_ratio: int = SIDE_WIDTH_RATIO) -> None:
-        super().__init__(backbone, lambda network, n_classes: CalibrationSideTuning(network, n_classes, width_ratio))
+        super().__init__(backbone, lambda network, output: CalibrationSideTuning(network, output, width_ratio))
 
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every trained task's logits from one pass of the backbone.
 
         :param x: (B, 3, H, W) images.
-        :returns: task label -> (B, n_classes of that task).
+        :returns: task label -> that task's output, e.g. (B, classes of that task).
         """
         tasks = list(self.known_train_tasks_labels)
         stages = self.task(tasks[0]).stage_outputs(x)

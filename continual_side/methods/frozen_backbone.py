@@ -1,4 +1,4 @@
-"""The per-task container of the methods whose task networks all read one frozen CIFAR ResNet.
+"""The per-task container of the methods whose task networks all read one frozen ResNet-style backbone.
 
 SpotTune, Res-Tuning (and its Bypass) and CST build one network per task over a shared frozen backbone
 (:mod:`continual_side.models.spottune`, ``restuning``, ``cst``). Each such network wraps the backbone in
@@ -16,6 +16,7 @@ from torch import nn
 
 from continual_side.methods.common import TaskModules
 from continual_side.models.backbones import CifarResNet
+from continual_side.models.heads import TaskOutput
 from continual_side.models.sidetuned import FrozenBase
 
 
@@ -23,16 +24,17 @@ class FrozenBackboneModel(TaskModules):
     """A frozen backbone shared by all tasks and one network per task built over it.
 
     :param backbone: the pre-trained network; frozen in place (parameters and BatchNorm statistics).
-    :param make_task: ``make_task(backbone, n_classes)`` builds one task's network; it must keep the
-        backbone in an attribute ``base`` (a :class:`FrozenBase`), which is replaced by the shared one.
+    :param make_task: ``make_task(backbone, output)`` builds one task's network whose head predicts
+        ``output`` (a class count or a DenseOutput); it must keep the backbone in an attribute ``base``
+        (a :class:`FrozenBase`), which is replaced by the shared one.
     """
 
-    def __init__(self, backbone: CifarResNet, make_task: Callable[[CifarResNet, int], nn.Module]) -> None:
+    def __init__(self, backbone: CifarResNet, make_task: Callable[[CifarResNet, TaskOutput], nn.Module]) -> None:
         super().__init__(FrozenBase(backbone))
         self.make_task = make_task
 
-    def new_task_module(self, n_classes: int) -> nn.Module:
-        module = self.make_task(self.base.network, n_classes)
+    def new_task_module(self, output: TaskOutput) -> nn.Module:
+        module = self.make_task(self.base.network, output)
         module.base = self.base
         return module
 

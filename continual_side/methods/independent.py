@@ -16,7 +16,7 @@ from torch import nn
 from continual_side.methods.common import TaskModules, pretrained_base, trainable_features
 from continual_side.methods.registry import NoOptions, register_method
 from continual_side.models.backbones import CifarResNet
-from continual_side.models.heads import make_head
+from continual_side.models.heads import TaskOutput, feature_stride, make_head
 from continual_side.models.sidetuned import FrozenBase
 
 
@@ -30,19 +30,19 @@ class IndependentModel(TaskModules):
         super().__init__()
         self.pretrained = FrozenBase(pretrained)
 
-    def new_task_module(self, n_classes: int) -> nn.Sequential:
+    def new_task_module(self, output: TaskOutput) -> nn.Sequential:
         base = trainable_features(self.pretrained.network)
-        return nn.Sequential(OrderedDict(base=base, head=make_head(base.feature_dim, n_classes)))
+        head = make_head(base.feature_dim, output, stride=feature_stride(base))
+        return nn.Sequential(OrderedDict(base=base, head=head))
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.task(task_label)(x)
-
 
 
 register_method(
     "independent",
     options=NoOptions,
     model=lambda options, train: IndependentModel(pretrained_base(train)),
-    trained="the current task's own copy of the pre-trained network and its linear head",
+    trained="the current task's own copy of the pre-trained network and its head",
     trainable=lambda name, task: name.startswith((f"tasks.{task}.base.", f"tasks.{task}.head.")),
 )

@@ -1,5 +1,5 @@
 """Res-Tuning and Res-Tuning-Bypass (Jiang et al., "Res-Tuning: A Flexible and Efficient Tuning Paradigm
-via Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859), on the CIFAR ResNet.
+via Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859), on the CIFAR ResNet or the mid-level encoder.
 
 Two methods over a frozen backbone shared by all tasks, each task with its own Res-Adapter tuners and
 head (:mod:`continual_side.models.restuning`; its docstring gives our choices where the paper and the
@@ -49,13 +49,13 @@ class BypassModel(FrozenBackboneModel):
     """
 
     def __init__(self, backbone: CifarResNet, reduction: int = TUNER_REDUCTION) -> None:
-        super().__init__(backbone, lambda network, n_classes: ResTuningBypass(network, n_classes, reduction))
+        super().__init__(backbone, lambda network, output: ResTuningBypass(network, output, reduction))
 
     def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every trained task's logits from one pass of the backbone.
 
         :param x: (B, 3, H, W) images.
-        :returns: task label -> (B, n_classes of that task).
+        :returns: task label -> that task's output, e.g. (B, classes of that task).
         """
         tasks = list(self.known_train_tasks_labels)
         tuners = [self.task(task).tuner for task in tasks]
@@ -66,7 +66,7 @@ register_method(
     "restuning",
     options=ResTuningOptions,
     model=lambda options, train: FrozenBackboneModel(
-        pretrained_base(train), lambda backbone, n: ResTuning(backbone, n, options.reduction)),
+        pretrained_base(train), lambda backbone, output: ResTuning(backbone, output, options.reduction)),
     trained="the current task's Res-Adapters parallel to every residual block and its head",
     trainable=task_parts(ResTuning.trainable_prefixes),
 )

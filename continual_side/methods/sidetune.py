@@ -17,7 +17,7 @@ import torch
 from continual_side.methods.common import PerTaskStrategy, TaskModules, pretrained_base
 from continual_side.methods.registry import register_method
 from continual_side.models.backbones import CifarResNet
-from continual_side.models.heads import make_head
+from continual_side.models.heads import TaskOutput, feature_stride, make_head
 from continual_side.models.merge import make_merge
 from continual_side.models.side import make_side
 from continual_side.models.sidetuned import FrozenBase, SideTunedNetwork
@@ -50,13 +50,13 @@ class SideTuneModel(TaskModules):
         self.side_init = side_init
         make_merge(merge, base.feature_dim)  # fail on a bad name now, not at the first task
 
-    def new_task_module(self, n_classes: int) -> SideTunedNetwork:
+    def new_task_module(self, output: TaskOutput) -> SideTunedNetwork:
         dim = self.base.network.feature_dim
         return SideTunedNetwork(
             self.base,
             make_side(self.side_init, self.base.network),
             make_merge(self.merge_name, dim),
-            make_head(dim, n_classes),
+            make_head(dim, output, stride=feature_stride(self.base)),
         )
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """SpotTune (Guo et al., "SpotTune: Transfer Learning through Adaptive Fine-tuning", CVPR 2019,
-arXiv:1811.08737; released code github.com/gyhui14/spottune), on the CIFAR ResNet.
+arXiv:1811.08737; released code github.com/gyhui14/spottune), on the CIFAR ResNet or the mid-level encoder.
 
 Each task gets its own trainable copy of every residual block, its own policy (a ResNet-8 reading the
 image and choosing, per block, the frozen original or the fine-tuned copy; Gumbel-softmax at
@@ -73,8 +73,8 @@ class SpotTuneModel(FrozenBackboneModel):
         if options.policy_lr_scale is not None and not options.policy_lr_scale > 0:
             raise ConfigError(f"policy_lr_scale={options.policy_lr_scale}: use a positive multiple of --lr, "
                               "or None for the default")
-        super().__init__(backbone, lambda network, n_classes: SpotTune(
-            network, n_classes, options.temperature, options.sample_at_eval, options.global_k))
+        super().__init__(backbone, lambda network, output: SpotTune(
+            network, output, options.temperature, options.sample_at_eval, options.global_k))
         default_scale = 1.0 if options.global_k is None else GLOBAL_SCORES_LR_SCALE
         self.policy_lr_scale = default_scale if options.policy_lr_scale is None else options.policy_lr_scale
 

@@ -1,4 +1,5 @@
-"""Calibration Side-Tuning (CST) for classification on the CIFAR ResNet.
+"""Calibration Side-Tuning (CST) for classification and dense tasks on a ResNet-style backbone (the CIFAR
+ResNet or the mid-level encoder).
 
 Feng Chen, "CST: Calibration Side-Tuning for Parameter and Memory Efficient Transfer Learning",
 arXiv:2402.12736 (2024).
@@ -22,8 +23,16 @@ our design and not the paper's:
   (a detector) is said by third-party summaries to calibrate every stage for the detection heads.
   Calibrated maps never re-enter the backbone, so the backbone runs without a graph, gets no gradient,
   and its pass could be shared by several tasks.
+* The head reads the backbone's own ``tail`` of the calibrated map, frozen: the CIFAR ResNet's global
+  pooling, or the mid-level encoder's compression (3x3 conv, GroupNorm, ReLU) of the 64-channel map to
+  its 8-channel feature map, which a dense decoder then reads. The compression was trained on the
+  backbone's h_3, not on the calibrated map; we keep it frozen rather than train a copy per task or let
+  the head read the 64 channels, so that the gate at alpha = 0 gives exactly the frozen base's feature
+  (training starts at the base, as on the CIFAR ResNet), every method's head reads the same 8-channel
+  map, and CST trains only its side, gate and head. Gradients pass through the frozen tail to the gate
+  and side; its weights get none.
 * Detection (the paper's setting: detector, FPN, detection heads, datasets) is out of scope: this
-  module is the classification counterpart for the suite's continual-learning streams.
+  module is the counterpart for the suite's continual-learning streams (classes and iTaskonomy's dense tasks).
 """
 
 from __future__ import annotations
@@ -31,11 +40,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from continual_side.models.backbones import CifarResNet
-from continual_side.models.heads import make_head
+from continual_side.models.heads import TaskOutput, feature_stride, make_head
 from continual_side.models.side import _conv_gn_relu
 from continual_side.models.sidetuned import FrozenBase
 
@@ -90,25 +98,25 @@ class CalibrationSideNetwork(nn.Module):
 
 
 class CalibrationSideTuning(nn.Module):
-    """logits = head(pool(gate(h_3, side(h_1, h_2, h_3)))) on a frozen CIFAR ResNet.
+    """output = head(tail(gate(h_3, side(h_1, h_2, h_3)))) on a frozen ResNet-style backbone.
 
     Trainable (:attr:`trainable_prefixes`): ``side``, ``gate`` and ``head``. The base is shared,
     frozen, always in eval mode, and runs without a graph.
 
     :param base: the pre-trained network; frozen in place and shared, never copied.
-    :param n_classes: classes of the task's head.
+    :param output: what the task's head predicts (a class count or a DenseOutput).
     :param width_ratio: side widths are the stage channels divided by this.
     """
 
     trainable_prefixes = ("side.", "gate.", "head.")
 
-    def __init__(self, base: CifarResNet, n_classes: int, width_ratio: int = SIDE_WIDTH_RATIO):
+    def __init__(self, base: CifarResNet, output: TaskOutput, width_ratio: int = SIDE_WIDTH_RATIO):
         super().__init__()
         self.base = FrozenBase(base)
         stage_channels = [stage[-1].conv2.out_channels for stage in (base.layer1, base.layer2, base.layer3)]
         self.side = CalibrationSideNetwork(stage_channels, width_ratio)
         self.gate = TransitionGate(stage_channels[-1])
-        self.head = make_head(base.feature_dim, n_classes)
+        self.head = make_head(base.feature_dim, output, stride=feature_stride(base))
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The backbone's three stage outputs, computed without a graph."""
@@ -120,14 +128,14 @@ class CalibrationSideTuning(nn.Module):
         return outputs
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled calibrated feature, (B, 64)."""
+        """The backbone's tail of the calibrated map (the base's feature shape)."""
         return self.calibrated_features(self.stage_outputs(x))
 
     def calibrated_features(self, stages: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The pooled calibrated feature from the backbone's :meth:`stage_outputs` (which other tasks can share)."""
+        """The backbone's tail of the calibrated map, from its :meth:`stage_outputs` (which other tasks can share)."""
         calibrated = self.gate(stages[-1], self.side(stages))
-        return F.adaptive_avg_pool2d(calibrated, 1).flatten(1)
+        return self.base.network.tail(calibrated)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The task's logits, (B, n_classes)."""
+        """The task's output: logits (B, classes), or a dense prediction."""
         return self.head(self.features(x))

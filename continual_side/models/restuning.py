@@ -1,4 +1,5 @@
-"""Res-Tuning and Res-Tuning-Bypass on the CIFAR ResNet: Res-Adapter tuners unbound from the backbone.
+"""Res-Tuning and Res-Tuning-Bypass on a ResNet-style backbone (CIFAR ResNet or mid-level encoder):
+Res-Adapter tuners unbound from the backbone.
 
 Jiang, Mao, Huang, Ma, Lv, Shen, Zhao, Zhou, "Res-Tuning: A Flexible and Efficient Tuning Paradigm via
 Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859; reference implementation in
@@ -12,7 +13,7 @@ Two networks, both on a frozen, shared, eval-mode backbone:
 * :class:`ResTuningBypass` runs the backbone without a graph and feeds its detached outputs h_l to a
   chain of tuners beside it (the bypass)::
 
-      b_0 = h_0 (stem output),   b_l = h_l + lateral_l(h_l) + vertical_l(b_{l-1}),   logits = head(pool(b_L))
+      b_0 = h_0 (stem output),   b_l = h_l + lateral_l(h_l) + vertical_l(b_{l-1}),   out = head(tail(b_L))
 
   No gradient reaches the backbone, and one backbone pass serves every task's bypass
   (:meth:`ResTuningBypass.forward_tasks`).
@@ -38,18 +39,29 @@ Choices where the paper or the reference code does not fit a CIFAR ResNet (ours,
   reference's identity term and the vertical one has none, so the bypass starts at the backbone's last
   feature map instead of a sum of all block outputs. Where a block halves the resolution and doubles
   the channels, the vertical tuner's down-projection has stride 2.
+* Both networks end with the backbone's own ``tail``, frozen: the CIFAR ResNet's global pooling, or the
+  mid-level encoder's compression of the last block's 64 channels to its 8-channel feature map (3x3 conv,
+  GroupNorm, ReLU), which the head (a dense decoder there) reads. For Res-Tuning the tail simply follows
+  the tuned blocks, as the stem precedes them. For the Bypass it compresses the last bypass state, a map
+  the frozen conv was not trained on. We keep it frozen and shared rather than train a per-task copy or
+  give the head the 64-channel state: the bypass starts exactly at the backbone's last block output, so
+  the task starts exactly at the frozen base's feature (as fixed features and side-tuning do, and as the
+  Bypass does on the CIFAR ResNet); the head reads the same 8-channel map as every other method's; and
+  the Bypass still trains only its tuners, which can learn whatever the fixed compression needs. Training
+  the tail would fine-tune a part of the backbone, which Res-Tuning does not do. No gradient reaches the
+  tail's weights (they are frozen); gradients pass through it to the tuners.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from continual_side.models.backbones import BasicBlock, CifarResNet
-from continual_side.models.heads import make_head
+from continual_side.models.heads import TaskOutput, feature_stride, make_head
 from continual_side.models.sidetuned import FrozenBase
 
 TUNER_REDUCTION = 8
@@ -89,28 +101,28 @@ class ResTuning(nn.Module):
     Trainable (:attr:`trainable_prefixes`): ``tuners`` and ``head``.
 
     :param base: the pre-trained network; frozen in place and shared, never copied.
-    :param n_classes: classes of the task's head.
+    :param output: what the task's head predicts (a class count or a DenseOutput).
     :param reduction: tuner bottleneck = out_channels // reduction.
     """
 
     trainable_prefixes = ("tuners.", "head.")
 
-    def __init__(self, base: CifarResNet, n_classes: int, reduction: int = TUNER_REDUCTION):
+    def __init__(self, base: CifarResNet, output: TaskOutput, reduction: int = TUNER_REDUCTION):
         super().__init__()
         self.base = FrozenBase(base)
         self.tuners = nn.ModuleList(ResAdapter.beside(block, reduction) for block in base.residual_blocks())
-        self.head = make_head(base.feature_dim, n_classes)
+        self.head = make_head(base.feature_dim, output, stride=feature_stride(base))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled feature of the tuned network, (B, 64)."""
+        """The backbone's tail of the tuned blocks' output (the base's feature shape)."""
         network = self.base.network
         out = network.stem(x)
         for block, tuner in zip(network.residual_blocks(), self.tuners):
             out = block(out) + tuner(out)
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return network.tail(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The task's logits, (B, n_classes)."""
+        """The task's output: logits (B, classes), or a dense prediction."""
         return self.head(self.features(x))
 
 
@@ -118,12 +130,12 @@ class BypassTuner(nn.Module):
     """One task's bypass: a lateral and a vertical Res-Adapter per block, and a head; zero output at first
     (the last block's tuners start at zero).
 
-    :param base: the backbone the bypass will read (only its block shapes are used).
-    :param n_classes: classes of the task's head.
+    :param base: the backbone the bypass will read (only its block shapes and feature width are used).
+    :param output: what the task's head predicts (a class count or a DenseOutput).
     :param reduction: tuner bottleneck = out_channels // reduction.
     """
 
-    def __init__(self, base: CifarResNet, n_classes: int, reduction: int = TUNER_REDUCTION):
+    def __init__(self, base: CifarResNet, output: TaskOutput, reduction: int = TUNER_REDUCTION):
         super().__init__()
         blocks = base.residual_blocks()
         self.lateral = nn.ModuleList(
@@ -132,21 +144,27 @@ class BypassTuner(nn.Module):
         self.vertical = nn.ModuleList(ResAdapter.beside(block, reduction) for block in blocks)
         for tuner in [*self.lateral[:-1], *self.vertical[:-1]]:  # only the last block starts at zero
             nn.init.xavier_uniform_(tuner.up.weight)
-        self.head = make_head(base.feature_dim, n_classes)
+        self.head = make_head(base.feature_dim, output, stride=feature_stride(base))
 
-    def features(self, block_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The pooled last bypass state, (B, 64).
+    def last_state(self, block_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The last bypass state b_L, a map shaped like the last block's output.
 
         :param block_outputs: the backbone's detached stem output, then every block's output.
         """
         state = block_outputs[0]
         for lateral, vertical, block_out in zip(self.lateral, self.vertical, block_outputs[1:]):
             state = block_out + lateral(block_out) + vertical(state)
-        return F.adaptive_avg_pool2d(state, 1).flatten(1)
+        return state
 
-    def forward(self, block_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The task's logits, (B, n_classes), from the backbone's detached outputs."""
-        return self.head(self.features(block_outputs))
+    def forward(
+        self, block_outputs: Sequence[torch.Tensor], tail: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """The task's output from the backbone's detached outputs: ``head(tail(b_L))``.
+
+        :param block_outputs: as for :meth:`last_state`.
+        :param tail: the backbone's frozen ``tail`` (see the module docstring).
+        """
+        return self.head(tail(self.last_state(block_outputs)))
 
 
 class ResTuningBypass(nn.Module):
@@ -156,16 +174,16 @@ class ResTuningBypass(nn.Module):
     Other tasks' tuners share this backbone pass through :meth:`forward_tasks`.
 
     :param base: the pre-trained network; frozen in place and shared, never copied.
-    :param n_classes: classes of the task's head.
+    :param output: what the task's head predicts (a class count or a DenseOutput).
     :param reduction: tuner bottleneck = out_channels // reduction.
     """
 
     trainable_prefixes = ("tuner.",)
 
-    def __init__(self, base: CifarResNet, n_classes: int, reduction: int = TUNER_REDUCTION):
+    def __init__(self, base: CifarResNet, output: TaskOutput, reduction: int = TUNER_REDUCTION):
         super().__init__()
         self.base = FrozenBase(base)
-        self.tuner = BypassTuner(base, n_classes, reduction)
+        self.tuner = BypassTuner(base, output, reduction)
 
     def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The backbone's stem output and every block's output, computed without a graph."""
@@ -177,19 +195,19 @@ class ResTuningBypass(nn.Module):
         return outputs
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """This task's pooled last bypass state, (B, 64)."""
-        return self.tuner.features(self.block_outputs(x))
+        """The backbone's tail of this task's last bypass state (the base's feature shape)."""
+        return self.base.network.tail(self.tuner.last_state(self.block_outputs(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """This task's logits, (B, n_classes)."""
-        return self.tuner(self.block_outputs(x))
+        """This task's output: logits (B, classes), or a dense prediction."""
+        return self.tuner(self.block_outputs(x), self.base.network.tail)
 
     def forward_tasks(self, x: torch.Tensor, tuners: Sequence[BypassTuner]) -> list[torch.Tensor]:
-        """Every task's logits from one backbone pass.
+        """Every task's output from one backbone pass.
 
         :param x: (B, 3, H, W) images.
         :param tuners: the tasks' bypasses, all built for this backbone.
-        :returns: one (B, n_classes_k) tensor per tuner.
+        :returns: one output per tuner, e.g. (B, classes of task k).
         """
         outputs = self.block_outputs(x)
-        return [tuner(outputs) for tuner in tuners]
+        return [tuner(outputs, self.base.network.tail) for tuner in tuners]

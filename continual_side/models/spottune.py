@@ -1,4 +1,5 @@
-"""SpotTune on the CIFAR ResNet: per-image routing between frozen and fine-tuned residual blocks.
+"""SpotTune on a ResNet-style backbone (CIFAR ResNet or mid-level encoder): per-image routing between
+frozen and fine-tuned residual blocks.
 
 Guo, Shi, Kumar, Grauman, Rosing, Feris, "SpotTune: Transfer Learning through Adaptive Fine-tuning",
 CVPR 2019, arXiv:1811.08737; released code github.com/gyhui14/spottune.
@@ -19,7 +20,9 @@ policy and head together.
 Where we differ from the released code, on purpose:
 
 * The original path is entirely frozen: no gradient, eval mode, BatchNorm statistics fixed (the released
-  code trains the original path's BatchNorm and its stem conv). The stem stays frozen too.
+  code trains the original path's BatchNorm and its stem conv). The stem stays frozen too, and so does the
+  backbone's ``tail`` after the last block (the CIFAR ResNet's pooling, the mid-level encoder's
+  compression to its 8-channel map), which the head reads as it reads the frozen backbone's feature.
 * Evaluation is deterministic (argmax of the logits) unless ``sample_at_eval=True``, which reproduces
   the released code's Gumbel sampling at test time. In evaluation each image runs only the path it is
   routed to, so inference costs one block per block.
@@ -44,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from continual_side.models.backbones import CifarResNet
-from continual_side.models.heads import make_head
+from continual_side.models.heads import TaskOutput, feature_stride, make_head
 from continual_side.models.sidetuned import FrozenBase
 
 GUMBEL_TEMPERATURE = 5.0  # the released code's default
@@ -100,7 +103,7 @@ def _route(x: torch.Tensor, tuned: torch.Tensor, frozen_block: nn.Module, tuned_
 
 
 class SpotTune(nn.Module):
-    """One task's SpotTune network on a frozen CIFAR ResNet: logits = head(pool(routed blocks(x))).
+    """One task's SpotTune network on a frozen backbone: output = head(tail(routed blocks(x))).
 
     Trainable (names start with :attr:`trainable_prefixes`): ``finetuned_blocks`` (the copies, their
     BatchNorm statistics update in training), ``policy`` (ResNet-8, per-image variant) or
@@ -110,7 +113,7 @@ class SpotTune(nn.Module):
     copy since the last :meth:`reset_routing_stats`; :meth:`routed_fraction` is their ratio.
 
     :param base: the pre-trained network; it is frozen in place and shared, never copied.
-    :param n_classes: classes of the task's head.
+    :param output: what the task's head predicts (a class count or a DenseOutput).
     :param temperature: Gumbel-softmax temperature (5 in the released code); may be changed between steps.
     :param sample_at_eval: sample decisions at evaluation too, as the released code does.
     :param global_k: fine-tune the same ``global_k`` blocks for every input (global variant); None routes
@@ -124,7 +127,7 @@ class SpotTune(nn.Module):
     def __init__(
         self,
         base: CifarResNet,
-        n_classes: int,
+        output: TaskOutput,
         temperature: float = GUMBEL_TEMPERATURE,
         sample_at_eval: bool = False,
         global_k: int | None = None,
@@ -143,7 +146,7 @@ class SpotTune(nn.Module):
             self.policy = CifarResNet(blocks_per_stage=1, num_classes=2 * self.num_blocks)  # ResNet-8
         else:
             self.global_scores = nn.Parameter(torch.zeros(self.num_blocks))
-        self.head = make_head(base.feature_dim, n_classes)
+        self.head = make_head(base.feature_dim, output, stride=feature_stride(base))
         # plain CPU tensors, not buffers: counting is no training, so the model's tensors stay as trained
         self.routed_counts = torch.zeros(self.num_blocks)
         self.routed_images = torch.zeros(())
@@ -175,7 +178,7 @@ class SpotTune(nn.Module):
         return one_hot[..., 1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled feature after the routed blocks, (B, 64); updates the routing counts."""
+        """The backbone's tail of the routed blocks' output (the base's feature shape); updates the routing counts."""
         decisions = self.decisions(x)
         self.routed_counts += decisions.detach().sum(0).cpu()
         self.routed_images += x.shape[0]
@@ -190,10 +193,10 @@ class SpotTune(nn.Module):
                 out = (1 - choice) * frozen_block(out) + choice * self.finetuned_blocks[key](out)
             else:
                 out = _route(out, decisions[:, index] > 0.5, frozen_block, self.finetuned_blocks[key])
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return network.tail(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The task's logits, (B, n_classes)."""
+        """The task's output: logits (B, classes), or a dense prediction."""
         return self.head(self.features(x))
 
     def _top_k_mask(self) -> torch.Tensor:
