@@ -17,8 +17,17 @@ trained before it: a column created during evaluation of a not-yet-trained task 
 used as is: it adds a column (and freezes the others) also when an unseen task is only evaluated,
 which the run loop does for every future task.
 
-Trained per task: the current task's column ``tasks.<t>`` (its layers, lateral adapters and output
-layer); the base and all earlier columns are fixed.
+On a base whose feature is a map (the mid-level encoder's (B, 8, H/8, W/8)) the columns run per
+pixel: every layer and lateral adapter reads the channels at one pixel and no other, i.e. they are 1x1
+convolutions with the same weights (computed by treating each pixel as a row, so a vector feature goes
+through exactly the same arithmetic as before). For a dense task the column's output layer gives a map
+as wide as the base feature (8 channels), which the task's head decodes (``make_head``: a dense decoder,
+or pooling and a linear classifier for class_object), as every other method's head decodes the base's
+feature; laterals stay between the columns' layers, the head has none. For a class count the output
+layer is the classifier, as before.
+
+Trained per task: the current task's column ``tasks.<t>`` (its layers, lateral adapters, output
+layer and, for a dense task, head); the base and all earlier columns are fixed.
 """
 
 from __future__ import annotations
@@ -35,29 +44,51 @@ from continual_side.errors import ConfigError
 from continual_side.methods.common import TaskModules, pretrained_base
 from continual_side.methods.registry import register_method, task_modules_only
 from continual_side.models.backbones import CifarResNet
+from continual_side.models.heads import DenseOutput, TaskOutput, feature_stride, make_head
 from continual_side.models.sidetuned import FrozenBase
 
-TRAINED_PER_TASK = "the current task's new column: its layers, lateral adapters from earlier columns and output layer"
+TRAINED_PER_TASK = ("the current task's new column: its layers, lateral adapters from earlier columns and output "
+                    "layer (and head, for a dense task)")
 
 
 class Column(nn.Module):
-    """One task's column: a first layer on the base feature, then layers with laterals.
+    """One task's column: a first layer on the base feature, then layers with laterals, then a head.
 
-    :param in_dim: width of the base feature.
+    :param in_dim: width (channels) of the base feature.
     :param hidden: width of every hidden layer.
     :param hidden_layers: number of hidden layers (at least 1).
-    :param n_classes: output width (the task's classes).
+    :param output: what the task predicts: a class count (the output layer gives the logits, the head is
+        the identity) or a DenseOutput (the output layer gives ``in_dim`` channels that ``head`` decodes).
     :param n_earlier: number of earlier columns it takes laterals from.
+    :param stride: input resolution / base feature resolution, for a dense head.
     """
 
-    def __init__(self, in_dim: int, hidden: int, hidden_layers: int, n_classes: int, n_earlier: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, hidden_layers: int, output: TaskOutput, n_earlier: int,
+                 stride: int = 1) -> None:
         super().__init__()
         self.n_earlier = n_earlier
         self.first = nn.Linear(in_dim, hidden)
         self.hidden = nn.ModuleList(
             PNNColumn(hidden, hidden, n_earlier, adapter="mlp") for _ in range(hidden_layers - 1)
         )
-        self.output = PNNColumn(hidden, n_classes, n_earlier, adapter="mlp")
+        dense = isinstance(output, DenseOutput)
+        self.output = PNNColumn(hidden, in_dim if dense else output, n_earlier, adapter="mlp")
+        self.head = make_head(in_dim, output, stride=stride) if dense else nn.Identity()
+
+
+def pixels_as_rows(feature: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) map as (B*H*W, C) rows, one per pixel; a (B, C) vector as is."""
+    if feature.dim() == 2:
+        return feature
+    return feature.movedim(1, -1).reshape(-1, feature.shape[1])
+
+
+def rows_as_pixels(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pixels_as_rows` for rows of any width: a map shaped like ``like`` but for the channels."""
+    if like.dim() == 2:
+        return rows
+    batch, _, height, width = like.shape
+    return rows.reshape(batch, height, width, -1).movedim(-1, 1)
 
 
 class PNNModel(TaskModules):
@@ -77,8 +108,9 @@ class PNNModel(TaskModules):
         self.hidden_layers = hidden_layers
         self.trained: list[str] = []  # task keys in training order: column k's laterals are trained[:k]
 
-    def new_task_module(self, n_classes: int) -> Column:
-        return Column(self.base.feature_dim, self.hidden, self.hidden_layers, n_classes, len(self.trained))
+    def new_task_module(self, output: TaskOutput) -> Column:
+        return Column(self.base.feature_dim, self.hidden, self.hidden_layers, output, len(self.trained),
+                      stride=feature_stride(self.base))
 
     def adaptation(self, experience: CLExperience) -> None:
         keys = [str(task) for task in experience.task_labels]
@@ -94,12 +126,12 @@ class PNNModel(TaskModules):
         column = self.task(task_label)
         columns = [self.tasks[key] for key in self.trained[: column.n_earlier]] + [column]
         feature = self.base(x)
-        hs = [F.relu(c.first(feature)) for c in columns]
+        rows = pixels_as_rows(feature)
+        hs = [F.relu(c.first(rows)) for c in columns]
         for depth in range(self.hidden_layers - 1):
             # column j reads this layer's input in columns 0..j (PNNColumn: earlier ones, then its own)
             hs = [F.relu(c.hidden[depth](hs[: j + 1])) for j, c in enumerate(columns)]
-        return column.output(hs)
-
+        return column.head(rows_as_pixels(column.output(hs), feature))
 
 
 @dataclass
@@ -118,6 +150,6 @@ register_method(
     "pnn",
     options=PNNOptions,
     model=lambda options, train: PNNModel(pretrained_base(train), options.hidden, options.hidden_layers),
-    trained="the current task's new column: its layers, lateral adapters from earlier columns and output layer",
+    trained=TRAINED_PER_TASK,
     trainable=task_modules_only,
 )
