@@ -14,6 +14,12 @@ and lists our choices). The network is :func:`~continual_side.models.hst.vit_cif
    with ``python benchmarks/pretrain_vit_cifar.py`` (distils the shipped ResNet-44 into the ViT on the
    CIFAR-10 training images) and pass them as ``--hst.vit-weights FILE``.
 
+Dense streams (iTaskonomy) are refused: the first dense task raises a ConfigError. HST does not read the
+stream's base (the mid-level encoder every other method adapts), its ViT takes only 32 px images (the
+mini-Taskonomy views are larger), and no ViT pre-trained on such views exists here. A decoder on the side
+network's last tokens would run on 32 px inputs, but it would adapt a randomly initialised ViT instead of
+the stream's base, so its numbers could not be compared with the other methods'.
+
 Trained per task: the current task's ``meta_tokens``, ``block_norms``, ``bridges``, ``meta_norms``,
 ``embeds``, ``stages``, ``stage_norms`` and ``head``. Gradients pass through the frozen ViT to the meta
 tokens and block norms, but no ViT tensor changes and nothing is shared, so nothing is forgotten.
@@ -28,9 +34,11 @@ import torch
 from avalanche.benchmarks.scenarios import CLExperience
 from torchvision.models.vision_transformer import VisionTransformer
 
+from continual_side.errors import ConfigError
 from continual_side.methods.common import TaskModules
 from continual_side.methods.frozen_backbone import task_parts
 from continual_side.methods.registry import register_method
+from continual_side.models.heads import DenseOutput, TaskOutput
 from continual_side.models.hst import CIFAR_SIDE, HierarchicalSideTuning, vit_cifar
 
 RANDOM_VIT_WARNING = ("HST runs on a randomly initialised ViT: its accuracy means nothing; make weights with "
@@ -58,8 +66,18 @@ class HSTModel(TaskModules):
         super().__init__()
         self.vit = vit.requires_grad_(False).eval()
 
-    def new_task_module(self, n_classes: int) -> HierarchicalSideTuning:
-        return HierarchicalSideTuning(self.vit, n_classes, CIFAR_SIDE)
+    def new_task_module(self, output: TaskOutput) -> HierarchicalSideTuning:
+        """The task's HST network; a dense task is refused (see the module docstring).
+
+        :raises ConfigError: ``output`` is a DenseOutput.
+        """
+        if isinstance(output, DenseOutput):
+            raise ConfigError(
+                f"hst cannot run the dense task {output.domain!r}: it predicts classes from its own 32 px CIFAR "
+                "ViT, not from the stream's base, and has no dense head; leave hst out of --methods for a dense "
+                "stream such as iTaskonomy"
+            )
+        return HierarchicalSideTuning(self.vit, output, CIFAR_SIDE)
 
     def adaptation(self, experience: CLExperience) -> None:
         """Add the experience's task modules and freeze the other tasks' (as TaskModules), the ViT included."""
