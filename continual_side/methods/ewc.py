@@ -8,6 +8,11 @@ every training image of a task anyway), and later tasks pay
 ``lambda * sum_k F_k * (theta - theta_k)^2`` for moving them. Trained per task: the shared base and
 the current task's head, as fine-tuning.
 
+The Fisher pass runs in ``after_training_exp`` with ``strategy._criterion``, the task's own loss:
+:class:`~continual_side.methods.common.TaskCriterion`, the strategy's first plugin, set it when the
+task's training started (cross entropy, or a dense task's loss such as curvature's masked L2), and no
+evaluation runs in between. On a dense stream each task's Fisher is therefore that of its own loss.
+
 Choosing lambda. The reference's 1e4 was tuned with its own optimiser and learning rate, and
 Avalanche's Fisher is the squared gradient of each mini-batch's mean loss (not per sample), so the
 value does not transfer. Sweep (run once by hand through ``runner.run``): split CIFAR-10, 5 tasks of
@@ -90,8 +95,7 @@ register_method(
     "ewc",
     options=EWCOptions,
     model=finetuned_base_model,
-    trained="the shared base (pulled towards earlier tasks' weights by the EWC penalty) and the current task's "
-            "linear head",
+    trained="the shared base (pulled towards earlier tasks' weights by the EWC penalty) and the current task's head",
     trainable=shared_base_and_task,
     plugins=lambda options: [EWCPlugin(options.lambda_)],
 )

@@ -1,4 +1,5 @@
-"""Fixed features: the pre-trained base is frozen and only a linear head per task is trained.
+"""Fixed features: the pre-trained base is frozen and only a head per task is trained (a linear classifier,
+or a decoder for a dense task).
 
 The side-tuning paper's "features" baseline (Zhang et al., ECCV 2020, arXiv:1912.13503; the classic
 fixed-feature transfer of Razavian et al., "CNN Features off-the-shelf", CVPRW 2014). The base is
@@ -15,7 +16,7 @@ from continual_side.models.sidetuned import FrozenBase
 
 
 def fixed_features_model(options: object, train: TrainConfig) -> SharedBaseModel:
-    """Linear heads on the frozen pre-trained base."""
+    """One head per task on the frozen pre-trained base."""
     return SharedBaseModel(FrozenBase(pretrained_base(train)))
 
 
@@ -23,6 +24,6 @@ register_method(
     "features",
     options=NoOptions,
     model=fixed_features_model,
-    trained="the current task's linear head",
+    trained="the current task's head",
     trainable=task_modules_only,
 )
