@@ -1,0 +1,296 @@
+"""Every registered method on a dense stream (iTaskonomy-like) over the mid-level base.
+
+A tiny 3-task stream (curvature: pixel regression, segment_semantic: pixel classes, class_object: a class
+distribution per image) of 32 px images, on a random :class:`MidLevelEncoder` standing in for the
+pre-trained ``midlevel`` base. Each method trains once per module (1 epoch per task); the tests read
+those runs.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.plugins import SupervisedPlugin
+
+import continual_side.methods.common as common
+from continual_side.errors import ConfigError
+from continual_side.methods import METHODS, TrainConfig, build_strategy
+from continual_side.methods.ewc import EWCPlugin
+from continual_side.methods.lwf import LwFOptions, LwFPlugin, TaskDistillation
+from continual_side.methods.pnn import pixels_as_rows, rows_as_pixels
+from continual_side.methods.sidetune import SideTuneOptions
+from continual_side.models.cst import CalibrationSideTuning
+from continual_side.models.dense_losses import PackedTaskLoss, pack_target
+from continual_side.models.feature_cache import FeatureCache, clear_memory_caches
+from continual_side.models.heads import DenseOutput
+from continual_side.models.merge import make_merge
+from continual_side.models.midlevel import MidLevelEncoder
+from continual_side.models.restuning import ResTuning, ResTuningBypass
+from continual_side.streams.benchmark import DenseTaskDataset, dense_task_benchmark
+
+SIZE, IMAGES = 32, 6
+OUTPUTS = (DenseOutput("curvature", 2), DenseOutput("segment_semantic", 4),
+           DenseOutput("class_object", 5, pixelwise=False))
+DENSE_METHODS = sorted(set(METHODS) - {"hst"})  # hst refuses dense tasks (its own test below)
+# sidetune's default side is FCN5 distilled from the pre-trained midlevel base, which a random base has not
+OPTIONS = {"sidetune": SideTuneOptions(side_init="base_copy")}
+
+
+def tiny_dense_stream():
+    """Three dense tasks on the same 6 random images (train = test)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (IMAGES, 3, SIZE, SIZE), dtype=torch.uint8, generator=generator)
+    curvature = torch.stack([pack_target("curvature", torch.rand(2, SIZE, SIZE, generator=generator))
+                             for _ in range(IMAGES)])
+    segments = torch.stack([pack_target("segment_semantic", torch.randint(0, 4, (SIZE, SIZE), generator=generator))
+                            for _ in range(IMAGES)])
+    objects = torch.softmax(torch.randn(IMAGES, 5, generator=generator), 1)
+    tasks = [(output, DenseTaskDataset(images, packed), DenseTaskDataset(images, packed))
+             for output, packed in zip(OUTPUTS, (curvature, segments, objects))]
+    return dense_task_benchmark("tiny_dense", tasks)
+
+
+def random_midlevel(weights=None) -> MidLevelEncoder:
+    """Stands for the pre-trained midlevel base (BASES["midlevel"]) in these tests."""
+    return MidLevelEncoder()
+
+
+def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+
+
+class StartSnapshots(SupervisedPlugin):
+    """The model's tensors when each task's training starts (after Avalanche added its modules)."""
+
+    def __init__(self):
+        super().__init__()
+        self.at_start: list[dict[str, torch.Tensor]] = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.at_start.append(tensors(strategy.model))
+
+
+@dataclass
+class DenseRun:
+    strategy: object
+    at_start: list[dict[str, torch.Tensor]]  # per task, when its training started
+    at_end: list[dict[str, torch.Tensor]]  # per task, when its training ended
+    task0_after_task0: torch.Tensor  # task 0's test outputs right after training task 0
+    outputs: list[torch.Tensor]  # every task's test outputs after training all tasks
+
+
+def task_images(stream, task: int) -> torch.Tensor:
+    dataset = stream.test_stream[task].dataset
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def task_outputs(strategy, stream, task: int) -> torch.Tensor:
+    strategy.model.eval()
+    with torch.no_grad():
+        return strategy.model(task_images(stream, task), task)
+
+
+def train_dense(method: str, stream, options=None, feature_cache: str = "memory", plugins=()) -> DenseRun:
+    """Train ``method`` over the stream as the run loop does: train task k, then evaluate every task."""
+    RNGManager.set_random_seeds(0)
+    snapshots = StartSnapshots()
+    train = TrainConfig(base="midlevel", epochs=1, batch_size=3, feature_cache=feature_cache)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(common.BASES, "midlevel", random_midlevel)
+        strategy = build_strategy(method, options, train, plugins=[snapshots, *plugins], evaluator=None)
+    at_end, task0 = [], None
+    for task, experience in enumerate(stream.train_stream):
+        strategy.train(experience, num_workers=0)
+        at_end.append(tensors(strategy.model))
+        if task == 0:
+            task0 = task_outputs(strategy, stream, 0)
+        strategy.eval(stream.test_stream, num_workers=0)
+    outputs = [task_outputs(strategy, stream, task) for task in range(len(OUTPUTS))]
+    return DenseRun(strategy, snapshots.at_start, at_end, task0, outputs)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return tiny_dense_stream()
+
+
+@pytest.fixture(scope="module")
+def dense_runs() -> dict[str, DenseRun]:
+    return {}
+
+
+@pytest.fixture(params=DENSE_METHODS)
+def run(request, stream, dense_runs) -> tuple[str, DenseRun]:
+    """Each method trained over the three dense tasks (once per module)."""
+    if request.param not in dense_runs:
+        dense_runs[request.param] = train_dense(request.param, stream, OPTIONS.get(request.param))
+    return request.param, dense_runs[request.param]
+
+
+def test_each_task_changes_exactly_the_tensors_its_method_trains(run):
+    method, result = run
+    for task, (start, end) in enumerate(zip(result.at_start, result.at_end)):
+        assert start.keys() == end.keys()
+        changed = {name for name in start if not torch.equal(start[name], end[name])}
+        intended = {name for name in start if METHODS[method].trainable(name, str(task))}
+        assert intended, f"{method}: no tensor is trainable for task {task}"
+        assert changed <= intended, f"{method}, task {task}: changed but not intended {sorted(changed - intended)[:5]}"
+        unchanged = intended - changed
+        if method == "spottune":  # 2 steps: a block copy may be routed no image, so get no gradient; its
+            # BatchNorm statistics still move (both paths run in training), so the copy is checked by those
+            unchanged = {name for name in unchanged if ".finetuned_blocks." not in name or "running_" in name}
+        assert not unchanged, f"{method}, task {task}: intended but unchanged {sorted(unchanged)[:5]}"
+
+
+def test_outputs_are_maps_at_input_resolution_or_class_scores(run):
+    _, result = run
+    assert [tuple(out.shape) for out in result.outputs] == [
+        (IMAGES, 2, SIZE, SIZE), (IMAGES, 4, SIZE, SIZE), (IMAGES, 5)]
+    assert all(torch.isfinite(out).all() for out in result.outputs)
+
+
+def test_only_methods_sharing_a_trained_base_change_task0_outputs(run):
+    method, result = run
+    shares_base = METHODS[method].trainable("base.anything", "1")
+    assert torch.equal(result.task0_after_task0, result.outputs[0]) == (not shares_base)
+
+
+@pytest.mark.parametrize("method", ["features", "sidetune"])
+def test_the_feature_cache_changes_no_output(method, stream, dense_runs):
+    clear_memory_caches()
+    cached = train_dense(method, stream, OPTIONS.get(method), feature_cache="memory")
+    uncached = train_dense(method, stream, OPTIONS.get(method), feature_cache="off")
+    assert all(torch.equal(a, b) for a, b in zip(cached.outputs, uncached.outputs))
+    assert cached.at_end[-1].keys() == uncached.at_end[-1].keys()
+    assert all(torch.equal(cached.at_end[-1][n], uncached.at_end[-1][n]) for n in cached.at_end[-1])
+
+
+def test_hst_refuses_a_dense_task_and_says_why(stream):
+    strategy = build_strategy("hst", None, TrainConfig(base="midlevel", epochs=1, batch_size=3), evaluator=None)
+    with pytest.raises(ConfigError, match="hst cannot run the dense task 'curvature'.*leave hst out"):
+        strategy.train(stream.train_stream[0], num_workers=0)
+
+
+# ------------------------------------------------------------------------------------------ LwF and EWC
+
+
+def test_lwf_distils_each_dense_task_by_its_own_kind_of_output():
+    torch.manual_seed(0)
+    distillation = TaskDistillation(alpha=1.0, temperature=2.0)
+    distillation.task_outputs = dict(enumerate(OUTPUTS))
+    maps, other = torch.randn(2, 2, 4, 4), torch.randn(2, 2, 4, 4)
+    assert torch.equal(distillation.distillation(0, maps, other), (maps - other).square().mean())  # curvature: L2
+    segments, old_segments = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    per_pixel = distillation._distillation_loss(pixels_as_rows(segments), pixels_as_rows(old_segments), range(4))
+    torch.testing.assert_close(distillation.distillation(1, segments, old_segments), per_pixel)
+    scores, old_scores = torch.randn(3, 5), torch.randn(3, 5)
+    torch.testing.assert_close(distillation.distillation(2, scores, old_scores),
+                               distillation._distillation_loss(scores, old_scores, range(5)))
+    for task, value in enumerate((maps, segments, scores)):
+        assert distillation.distillation(task, value, value).abs() < 1e-6  # 0 when nothing moved
+        assert distillation.distillation(task, value, value + torch.randn_like(value)) > 1e-3
+
+
+class LossRecorder(SupervisedPlugin):
+    """Per task, (training loss, the task's own loss) at every step: their difference is a regulariser's."""
+
+    def __init__(self):
+        super().__init__()
+        self.pairs: dict[int, list[tuple[float, float]]] = {}
+
+    def after_backward(self, strategy, **kwargs):
+        with torch.no_grad():
+            task_loss = float(strategy._criterion(strategy.mb_output, strategy.mb_y))
+        self.pairs.setdefault(strategy.experience.current_experience, []).append((strategy.loss.item(), task_loss))
+
+
+def test_lwf_on_a_dense_stream_distils_and_checkpoints_its_task_outputs(stream, dense_runs, tmp_path):
+    losses = LossRecorder()
+    lwf = train_dense("lwf", stream, plugins=[losses])
+    assert all(loss == task_loss for loss, task_loss in losses.pairs[0])  # no earlier task: nothing distilled
+    assert all(loss > task_loss for task in (1, 2) for loss, task_loss in losses.pairs[task])
+    finetune = dense_runs.get("finetune") or train_dense("finetune", stream)
+    off = train_dense("lwf", stream, LwFOptions(alpha=0.0))
+    assert all(torch.equal(finetune.at_end[-1][n], off.at_end[-1][n]) for n in finetune.at_end[-1])
+    plugin = next(p for p in lwf.strategy.plugins if isinstance(p, LwFPlugin))
+    assert plugin.lwf.task_outputs == dict(enumerate(OUTPUTS))
+    torch.save(plugin.checkpoint_state(), tmp_path / "lwf.pt")
+    restored = LwFPlugin()
+    restored.restore_state(torch.load(tmp_path / "lwf.pt", weights_only=True), lwf.strategy)
+    assert restored.lwf.task_outputs == plugin.lwf.task_outputs
+    assert restored.lwf.expcount == 3 and restored.lwf.prev_model is not None
+
+
+def test_ewc_fisher_is_that_of_the_dense_task_loss(stream):
+    RNGManager.set_random_seeds(0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(common.BASES, "midlevel", random_midlevel)
+        strategy = build_strategy("ewc", None, TrainConfig(base="midlevel", epochs=1, batch_size=3), evaluator=None)
+    strategy.train(stream.train_stream[0], num_workers=0)
+    plugin = next(p for p in strategy.plugins if isinstance(p, EWCPlugin))
+
+    def fisher(loss) -> dict[str, torch.Tensor]:
+        importances = plugin.compute_importances(strategy.model, loss, strategy.optimizer,
+                                                 stream.train_stream[0].dataset, "cpu", 3)
+        return {name: value.data for name, value in importances.items()}
+
+    stored = {name: value.data for name, value in plugin.importances[0].items()}
+    assert any(value.abs().sum() > 0 for name, value in stored.items() if name.startswith("base."))
+    assert all(torch.equal(stored[n], v) for n, v in fisher(PackedTaskLoss("curvature")).items())
+    # guard: another loss on the same outputs (L1 instead of curvature's L2) gives another Fisher
+    assert not all(torch.equal(stored[n], v) for n, v in fisher(PackedTaskLoss("reshading")).items())
+
+
+# ------------------------------------------------------------------------------------------ the pieces
+
+
+def test_tuned_networks_start_exactly_at_the_frozen_base_feature_map():
+    """The frozen tail on a zero-initialised tuner output (Res-Tuning, Bypass) or an alpha-0 gate (CST)."""
+    torch.manual_seed(0)
+    base = MidLevelEncoder().eval()
+    images = torch.randn(2, 3, SIZE, SIZE)
+    for model_class in (ResTuning, ResTuningBypass, CalibrationSideTuning):
+        model = model_class(base, OUTPUTS[0])
+        assert torch.equal(model.features(images), base.features(images)), model_class.__name__
+        assert tuple(model(images).shape) == (2, 2, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("name", ["film", "mlp"])
+def test_learned_merges_act_on_each_pixel_of_a_map_as_on_a_vector(name):
+    torch.manual_seed(0)
+    merge = make_merge(name, 8)
+    with torch.no_grad():
+        for parameter in merge.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    base_map, side_map = torch.randn(2, 8, 3, 4), torch.randn(2, 8, 3, 4)
+    merged = merge(base_map, side_map)
+    assert merged.shape == base_map.shape
+    torch.testing.assert_close(merged[:, :, 2, 1], merge(base_map[:, :, 2, 1], side_map[:, :, 2, 1]))
+
+
+def test_pnn_rows_are_the_pixels_of_the_map():
+    feature = torch.randn(2, 8, 3, 4)
+    rows = pixels_as_rows(feature)
+    assert rows.shape == (2 * 3 * 4, 8) and torch.equal(rows[12 + 2 * 4 + 1], feature[1, :, 2, 1])
+    assert torch.equal(rows_as_pixels(rows, feature), feature)
+    vector = torch.randn(2, 8)
+    assert pixels_as_rows(vector) is vector and rows_as_pixels(vector, vector) is vector
+
+
+def test_feature_cache_serves_maps_from_memory_and_disk(tmp_path):
+    torch.manual_seed(0)
+    network = MidLevelEncoder().eval()
+    images = torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = network.features(images)
+    clear_memory_caches()
+    cache = FeatureCache("disk", tmp_path)
+    cache.features(network, images[:2])
+    assert torch.equal(cache.features(network, images), expected)  # 2 hits, 2 misses
+    assert (cache.stats.hits, cache.stats.misses) == (2, 4)
+    cache.save()
+    clear_memory_caches()
+    reloaded = FeatureCache("disk", tmp_path)
+    assert torch.equal(reloaded.features(network, images), expected)
+    assert (reloaded.stats.hits, reloaded.stats.misses) == (4, 0)
