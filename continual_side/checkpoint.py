@@ -1,13 +1,13 @@
 """Run checkpoints: after every finished experience, everything needed to continue the run exactly.
 
 A checkpoint holds state_dicts and plain values only (model tensors, each checkpointable plugin's
-state, Avalanche's clock, the RNG states, the accuracy rows so far), saved with ``torch.save`` and
-loaded with ``weights_only=True``. Avalanche 0.6's own checkpointing pickles the whole strategy with
-dill and fails on these strategies, so it is not used. The model's per-task modules are created by
-Avalanche's adaptation, not by ``__init__``: :func:`restore` replays the adaptations the run made
-(train mode for each finished task, eval mode over the test stream after each) before loading the
-tensors strictly. Each task starts with a fresh optimizer state (``PerTaskStrategy``), so the
-optimizer at a task boundary holds nothing to save.
+state, Avalanche's clock, the RNG states, the accuracy rows so far and, for a dense stream, the loss
+rows), saved with ``torch.save`` and loaded with ``weights_only=True``. Avalanche 0.6's own
+checkpointing pickles the whole strategy with dill and fails on these strategies, so it is not used.
+The model's per-task modules are created by Avalanche's adaptation, not by ``__init__``:
+:func:`restore` replays the adaptations the run made (train mode for each finished task, eval mode
+over the test stream after each) before loading the tensors strictly. Each task starts with a fresh
+optimizer state (``PerTaskStrategy``), so the optimizer at a task boundary holds nothing to save.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class RunProgress:
     :param trainable_parameters: trainable parameters while training each finished experience.
     :param wall_time_s: training and evaluation time so far, over every process that ran it.
     :param events: lines of metrics.jsonl written up to this checkpoint (later ones are dropped on resume).
+    :param loss_rows: a dense stream's test-loss rows of the finished experiences (k x T); None otherwise.
     """
 
     settings: str
@@ -47,6 +48,7 @@ class RunProgress:
     trainable_parameters: list[int]
     wall_time_s: float
     events: int
+    loss_rows: np.ndarray | None = None
 
     @property
     def experiences_done(self) -> int:
@@ -90,6 +92,8 @@ def save(folder: Path, strategy, progress: RunProgress) -> Path:
         "trainable_parameters": list(progress.trainable_parameters),
         "wall_time_s": float(progress.wall_time_s),
         "events": int(progress.events),
+        **({} if progress.loss_rows is None else
+           {"loss_rows": torch.from_numpy(np.asarray(progress.loss_rows, dtype=np.float64))}),
         "model": strategy.model.state_dict(),
         "plugins": {name: plugin.checkpoint_state() for name, plugin in _checkpointed_plugins(strategy).items()},
         "clock": {name: int(getattr(strategy.clock, name)) for name in CLOCK_FIELDS},
@@ -118,9 +122,11 @@ def load(folder: Path) -> dict[str, Any]:
 
 
 def progress_of(document: dict[str, Any]) -> RunProgress:
+    loss_rows = document.get("loss_rows")
     return RunProgress(settings=document["settings"], acc_rows=document["acc_rows"].numpy(),
                        trainable_parameters=list(document["trainable_parameters"]),
-                       wall_time_s=document["wall_time_s"], events=document["events"])
+                       wall_time_s=document["wall_time_s"], events=document["events"],
+                       loss_rows=None if loss_rows is None else loss_rows.numpy())
 
 
 def restore(document: dict[str, Any], strategy, benchmark) -> None:

@@ -1,8 +1,14 @@
 """Run folders: one folder per (stream, method, seed) holding everything a run produced.
 
 Layout: ``out_root/<stream>/<method>/seed-<n>/`` with config.json, metrics.jsonl,
-acc_matrix.csv, summary.json, accuracy_over_stream.png and acc_matrix.png. Every file is written
-atomically (temp file in the same folder + ``os.replace``), so a reader never sees half a file.
+acc_matrix.csv, summary.json, accuracy_over_stream.png and acc_matrix.png. A stream of dense tasks
+(iTaskonomy: experiences with a ``DenseOutput``) is scored by its test losses instead: its folder
+holds config.json, metrics.jsonl, loss_matrix.csv (``L[i, j]`` = test loss of task j after training
+task i, each task's own loss), acc_matrix.csv (the accuracy of the classification-like tasks,
+segment_semantic pixel accuracy and class_object top-1, in their columns; ``nan`` in the columns of
+tasks that have no accuracy), summary.json (see :meth:`RunWriter.write_dense_summary`),
+loss_curves.png and predictions.png. Every file is written atomically (temp file in the same folder
++ ``os.replace``), so a reader never sees half a file.
 """
 
 import csv
@@ -27,10 +33,15 @@ from continual_side.errors import ConfigError, ContinualSideError
 CONFIG_FILE = "config.json"
 EVENTS_FILE = "metrics.jsonl"
 MATRIX_FILE = "acc_matrix.csv"
+LOSS_MATRIX_FILE = "loss_matrix.csv"
 SUMMARY_FILE = "summary.json"
 CURVES_PNG = "accuracy_over_stream.png"
 MATRIX_PNG = "acc_matrix.png"
+LOSS_CURVES_PNG = "loss_curves.png"
+PREDICTIONS_PNG = "predictions.png"
 RUN_FILES = (CONFIG_FILE, EVENTS_FILE, MATRIX_FILE, SUMMARY_FILE, CURVES_PNG, MATRIX_PNG)
+DENSE_RUN_FILES = (CONFIG_FILE, EVENTS_FILE, LOSS_MATRIX_FILE, MATRIX_FILE, SUMMARY_FILE, LOSS_CURVES_PNG,
+                   PREDICTIONS_PNG)
 MATRIX_CORNER = "after_training_on\\evaluated_on"
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -38,7 +49,7 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # settings are compared, so a run can resume on another device or with another cache or loader.
 NOT_SETTINGS = ("seed", "out", "tensorboard", "progress", "overwrite", "resume", "train.device",
                 "train.eval_batch_size", "train.feature_cache", "train.cache_dir", "train.num_workers",
-                "train.pin_memory")
+                "train.pin_memory", "stream.decode_cache", "stream.cache_dir")
 
 
 class RunFolderError(ContinualSideError):
@@ -144,7 +155,7 @@ def _matrix_csv(R: np.ndarray, task_names: Sequence[str]) -> str:
 
 
 def read_acc_matrix(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read an ``acc_matrix.csv`` written by :meth:`RunWriter.write_acc_matrix` (exact round trip).
+    """Read an ``acc_matrix.csv`` or ``loss_matrix.csv`` written by :class:`RunWriter` (exact round trip).
 
     :param path: the csv file.
     :return: task names and the T x T float64 matrix (upper triangle as written, possibly NaN).
@@ -154,7 +165,7 @@ def read_acc_matrix(path: str | Path) -> tuple[list[str], np.ndarray]:
     names = header[1:]
     if (not names or header[0] != MATRIX_CORNER or len(rows) != len(names) + 1
             or [row[0] for row in rows[1:]] != names or any(len(row) != len(header) for row in rows)):
-        raise RunFolderError(f"{path} is not an accuracy matrix written by continual-side "
+        raise RunFolderError(f"{path} is not a task matrix written by continual-side "
                              f"(header {MATRIX_CORNER!r}, one row and one column per task)")
     try:
         matrix = np.array([[float(value) for value in row[1:]] for row in rows[1:]], dtype=np.float64)
@@ -232,7 +243,8 @@ class RunWriter:
         self._event_lines.append(json.dumps(record, allow_nan=False))
         atomic_write_text(self.path / EVENTS_FILE, "\n".join(self._event_lines) + "\n")
 
-    def write_acc_matrix(self, R: np.ndarray, task_names: Sequence[str]) -> Path:
+    def write_acc_matrix(self, R: np.ndarray, task_names: Sequence[str], *,
+                         accuracy_tasks: Sequence[int] | None = None) -> Path:
         """Write acc_matrix.csv: header row and column of task names, all T x T entries.
 
         Upper-triangle entries (tasks not trained yet) are written as given (NaN allowed) but no
@@ -240,14 +252,39 @@ class RunWriter:
 
         :param R: T x T accuracy matrix, ``R[i, j]`` = accuracy on task j after training on task i.
         :param task_names: one name per task.
+        :param accuracy_tasks: a dense stream's tasks that have an accuracy (their columns are checked;
+            the others are written as given, NaN); None: every task has one.
         """
-        matrix = metrics.check_accuracy_matrix(R)
-        names = [str(name) for name in task_names]
-        if len(names) != matrix.shape[0]:
-            raise ConfigError(f"need one task name per task ({matrix.shape[0]}); got {len(names)}: {names}")
+        if accuracy_tasks is None:
+            matrix = metrics.check_accuracy_matrix(R)
+        else:
+            matrix = _square(R)
+            if accuracy_tasks:
+                metrics.accuracy_summary(matrix, list(accuracy_tasks))  # checks the columns it reads
+        names = self._checked_names(task_names, matrix.shape[0])
         atomic_write_text(self.path / MATRIX_FILE, _matrix_csv(matrix, names))
-        self._task_names = names
         return self.path / MATRIX_FILE
+
+    def write_loss_matrix(self, L: np.ndarray, task_names: Sequence[str]) -> Path:
+        """Write loss_matrix.csv, laid out as acc_matrix.csv: ``L[i, j]`` = test loss of task j after
+        training task i (above the diagonal: the loss of a head not trained yet, read by no metric).
+
+        :param L: T x T loss matrix.
+        :param task_names: one name per task.
+        """
+        matrix = metrics.check_loss_matrix(L)
+        names = self._checked_names(task_names, matrix.shape[0])
+        atomic_write_text(self.path / LOSS_MATRIX_FILE, _matrix_csv(matrix, names))
+        return self.path / LOSS_MATRIX_FILE
+
+    def _checked_names(self, task_names: Sequence[str], count: int) -> list[str]:
+        names = [str(name) for name in task_names]
+        if len(names) != count:
+            raise ConfigError(f"need one task name per task ({count}); got {len(names)}: {names}")
+        if self._task_names is not None and names != self._task_names:
+            raise ConfigError(f"task names {names} differ from the ones written before, {self._task_names}")
+        self._task_names = names
+        return names
 
     def write_summary(self, R: np.ndarray, *, wall_time_s: float, trainable_parameters: int,
                       extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -263,14 +300,8 @@ class RunWriter:
         """
         matrix = metrics.check_accuracy_matrix(R)
         count = matrix.shape[0]
-        names = self._task_names or [f"task {j}" for j in range(count)]
-        if len(names) != count:
-            raise ConfigError(f"acc_matrix.csv was written for {len(names)} tasks but the summary's matrix has {count}")
-        if not (math.isfinite(wall_time_s) and wall_time_s >= 0):
-            raise ConfigError(f"wall_time_s {wall_time_s!r} must be a finite number of seconds >= 0")
-        if isinstance(trainable_parameters, bool) or not isinstance(trainable_parameters, (int, np.integer)) \
-                or trainable_parameters < 0:
-            raise ConfigError(f"trainable_parameters {trainable_parameters!r} must be a non-negative integer")
+        names = self._summary_names(count)
+        _check_run_numbers(wall_time_s, trainable_parameters)
         summary = jsonable({
             "stream": self.stream, "method": self.method, "seed": self.seed,
             "num_tasks": count, "task_names": names,
@@ -290,10 +321,90 @@ class RunWriter:
         atomic_write_text(self.path / SUMMARY_FILE, _dump_json(summary))
         return summary
 
+    def _summary_names(self, count: int) -> list[str]:
+        names = self._task_names or [f"task {j}" for j in range(count)]
+        if len(names) != count:
+            raise ConfigError(f"the task matrices were written for {len(names)} tasks but the summary's have {count}")
+        return names
+
+    def write_dense_summary(self, L: np.ndarray, R: np.ndarray, accuracy_tasks: Sequence[int], *, wall_time_s: float,
+                            trainable_parameters: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Write a dense stream's summary.json and loss_curves.png.
+
+        Summary: ``final_loss_per_task`` (the last row of L), ``mean_final_loss`` (its mean: a mean over
+        tasks of different units, comparable between methods on one stream only), ``loss_forgetting``
+        and ``loss_forgetting_per_task`` (:func:`~continual_side.metrics.loss_forgetting_per_task`:
+        ``g_j = L[T-1, j] - min_{l in j..T-2} L[l, j]``, the rise of the final loss over the lowest one
+        before the last step; exactly 0 for a task whose loss never changes), and ``accuracy``: for the
+        classification-like tasks (``accuracy_tasks``, by name), their mean final accuracy, mean
+        forgetting (Chaudhry et al.), final accuracy and forgetting per task
+        (:func:`~continual_side.metrics.accuracy_summary`); None when the stream has none.
+
+        :param L: T x T loss matrix.
+        :param R: T x T accuracy matrix; only the columns ``accuracy_tasks`` are read.
+        :param accuracy_tasks: indices of the tasks that have an accuracy.
+        :param wall_time_s: wall-clock seconds of the run.
+        :param trainable_parameters: number of parameters the method trained.
+        :param extra: more JSON-convertible values, stored under ``"extra"``.
+        :return: the summary as written.
+        """
+        losses = metrics.check_loss_matrix(L)
+        count = losses.shape[0]
+        names = self._summary_names(count)
+        _check_run_numbers(wall_time_s, trainable_parameters)
+        summary = jsonable({
+            "stream": self.stream, "method": self.method, "seed": self.seed,
+            "num_tasks": count, "task_names": names,
+            "final_loss_per_task": losses[-1],
+            "mean_final_loss": float(np.mean(losses[-1])),
+            "loss_forgetting": metrics.loss_forgetting(losses),
+            "loss_forgetting_per_task": metrics.loss_forgetting_per_task(losses),
+            "accuracy": _named_accuracy(R, list(accuracy_tasks), names),
+            "wall_time_s": float(wall_time_s), "trainable_parameters": int(trainable_parameters),
+            "continual_side_version": __version__, "written_at": _now(), "extra": dict(extra or {}),
+        })
+        title = f"{self.stream} / {self.method} / seed {self.seed}"
+        save_figure(plots.loss_over_stream(losses, names, title=f"Test loss over the stream: {title}"),
+                    self.path / LOSS_CURVES_PNG)
+        atomic_write_text(self.path / SUMMARY_FILE, _dump_json(summary))
+        return summary
+
+
+def _square(R: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(R, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+        raise ConfigError(f"accuracy matrix must be a non-empty square T x T array; got shape {matrix.shape}")
+    return matrix
+
+
+def _named_accuracy(R: np.ndarray, tasks: list[int], names: list[str]) -> dict[str, Any] | None:
+    """:func:`metrics.accuracy_summary` of ``tasks`` with task names for indices; None without such tasks."""
+    if not tasks:
+        return None
+    scores = metrics.accuracy_summary(R, tasks)
+    return {
+        "tasks": [names[j] for j in tasks],
+        "average_accuracy": scores["average_accuracy"],
+        "forgetting": scores["forgetting"],
+        "final_accuracy_per_task": {names[j]: scores[f"accuracy[{j}]"] for j in tasks},
+        "forgetting_per_task": {names[j]: scores[f"forgetting[{j}]"] for j in tasks if f"forgetting[{j}]" in scores},
+    }
+
+
+def _check_run_numbers(wall_time_s: float, trainable_parameters: int) -> None:
+    if not (math.isfinite(wall_time_s) and wall_time_s >= 0):
+        raise ConfigError(f"wall_time_s {wall_time_s!r} must be a finite number of seconds >= 0")
+    if isinstance(trainable_parameters, bool) or not isinstance(trainable_parameters, (int, np.integer)) \
+            or trainable_parameters < 0:
+        raise ConfigError(f"trainable_parameters {trainable_parameters!r} must be a non-negative integer")
+
 
 @dataclasses.dataclass
 class RunResult:
-    """Everything :func:`load_run` reads back from a run folder."""
+    """Everything :func:`load_run` reads back from a run folder.
+
+    :param L: the loss matrix of a dense stream's run; None for a classification stream's.
+    """
 
     path: Path
     config: dict[str, Any]
@@ -301,6 +412,12 @@ class RunResult:
     R: np.ndarray
     summary: dict[str, Any]
     events: list[dict[str, Any]]
+    L: np.ndarray | None = None
+
+    @property
+    def dense(self) -> bool:
+        """Scored by test losses (a dense stream), not by the accuracy of every task."""
+        return self.L is not None
 
 
 def _read_json(path: Path) -> Any:
@@ -329,5 +446,11 @@ def load_run(path: str | Path) -> RunResult:
         except json.JSONDecodeError as error:
             raise RunFolderError(f"{folder / EVENTS_FILE} line {number} is not valid JSON ({error})") from None
     task_names, matrix = read_acc_matrix(folder / MATRIX_FILE)
+    losses = None
+    if (folder / LOSS_MATRIX_FILE).is_file():
+        loss_names, losses = read_acc_matrix(folder / LOSS_MATRIX_FILE)
+        if loss_names != task_names:
+            raise RunFolderError(f"{folder}: {LOSS_MATRIX_FILE} names tasks {loss_names} but {MATRIX_FILE} "
+                                 f"{task_names}; the run folder is damaged: rerun it")
     return RunResult(path=folder, config=_read_json(folder / CONFIG_FILE)["config"], task_names=task_names,
-                     R=matrix, summary=_read_json(folder / SUMMARY_FILE), events=events)
+                     R=matrix, summary=_read_json(folder / SUMMARY_FILE), events=events, L=losses)

@@ -77,7 +77,8 @@ class DenseTaskDataset(Dataset):
 
     :param images: uint8 (N, 3, H, W); tasks over the same views share this tensor (and the frozen
         base's feature cache hits across tasks, since it keys on the pixels).
-    :param packed: (N, ...) the views' :func:`~continual_side.models.dense_losses.pack_target` tensors.
+    :param packed: (N, ...) the views' :func:`~continual_side.models.dense_losses.pack_target` tensors, in
+        any float dtype (float16 halves a stream's memory); items are float32.
     """
 
     def __init__(self, images: torch.Tensor, packed: torch.Tensor):
@@ -91,7 +92,7 @@ class DenseTaskDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalise(self.images[index]), self.packed[index]
+        return normalise(self.images[index]), self.packed[index].float()
 
 
 def dense_task_benchmark(

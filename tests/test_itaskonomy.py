@@ -1,0 +1,159 @@
+"""The itaskonomy stream from a tiny rendered set, and dense runs through the runner: loss matrix, summary,
+figures, resume; side-tuning forgets nothing, fine-tuning does."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from continual_side import checkpoint, runner
+from continual_side.errors import ConfigError, DataRootError
+from continual_side.methods import TrainConfig, common
+from continual_side.methods.sidetune import SideTuneOptions
+from continual_side.models.dense_losses import ITASKONOMY_ORDER, TASK_LOSSES
+from continual_side.models.midlevel import MidLevelEncoder
+from continual_side.results import DENSE_RUN_FILES, LOSS_MATRIX_FILE, MATRIX_FILE, load_run, read_acc_matrix
+from continual_side.runner import RunConfig
+from continual_side.streams import get_stream, itaskonomy, make_stream
+from continual_side.streams.itaskonomy import ITaskonomyOptions
+from continual_side.streams.taskonomy_data import split_buildings
+from envs.taskonomy_render import TaskonomyRenderConfig, render_taskonomy
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BUILDINGS = ("apartment_0", "apartment_1", "apartment_2")
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """3 buildings x 4 views at 32 px: one train, one val and one test building."""
+    out = tmp_path_factory.mktemp("itaskonomy") / "set"
+    render_taskonomy(TaskonomyRenderConfig(buildings=BUILDINGS, views_per_building=4, resolution=SIZE, out=out,
+                                           workers=1))
+    return out
+
+
+@pytest.fixture()
+def random_midlevel(monkeypatch):
+    """A randomly initialised mid-level base, so runs need no pre-trained hub weights."""
+    monkeypatch.setitem(common.BASES, "midlevel", lambda weights=None: MidLevelEncoder())
+
+
+def tiny_options(tiny_set, tmp_path, **changes) -> ITaskonomyOptions:
+    return ITaskonomyOptions(data_root=str(tiny_set), image_size=SIZE, cache_dir=str(tmp_path / "decoded"),
+                             **changes)
+
+
+def test_the_stream_has_the_paper_s_tasks_on_one_set_of_images(tiny_set, tmp_path):
+    bench = make_stream("itaskonomy", tiny_options(tiny_set, tmp_path))
+    assert get_stream("itaskonomy").base == "midlevel"
+    assert [e.task_output.domain for e in bench.train_stream] == list(ITASKONOMY_ORDER)
+    assert bench.classes_per_task == [[task] for task in ITASKONOMY_ORDER]
+    render = json.loads((tiny_set / "render.json").read_text())
+    outputs = {e.task_output.domain: e.task_output for e in bench.train_stream}
+    assert outputs["segment_semantic"].channels == len(render["semantic_classes"])
+    assert outputs["class_object"].channels == len(render["class_object_classes"])
+    assert not outputs["class_object"].pixelwise and outputs["depth_zbuffer"].pixelwise
+    assert outputs["normal"].channels == TASK_LOSSES["normal"].out_channels == 3
+
+    split = split_buildings(BUILDINGS)
+    assert len(split.train) == len(split.test) == 1 and not set(split.train) & set(split.test)
+    for stream in (bench.train_stream, bench.test_stream):
+        assert {len(e.dataset) for e in stream} == {4}  # one building's 4 views, for every task
+    first = [e.dataset[0][0] for e in bench.train_stream]
+    assert all(torch.equal(first[0], x) for x in first)  # every task sees the same images
+    assert not torch.equal(bench.train_stream[0].dataset[0][0], bench.test_stream[0].dataset[0][0])
+    x, packed, task = bench.train_stream[7].dataset[1]  # depth_zbuffer: depth and its mask
+    assert x.shape == (3, SIZE, SIZE) and packed.shape == (2, SIZE, SIZE) and packed.dtype == torch.float32
+    assert task == 7 and set(packed[1].unique().tolist()) <= {0.0, 1.0}
+    assert bench.train_stream[10].dataset[0][1].shape == (len(render["class_object_classes"]),)
+
+
+def test_the_decode_cache_gives_the_same_tensors_and_is_used(tiny_set, tmp_path, monkeypatch):
+    options = tiny_options(tiny_set, tmp_path, tasks=("segment_semantic", "normal"), views_per_building=2)
+    decoded = make_stream("itaskonomy", options)
+    assert len(list((tmp_path / "decoded").glob("*.pt"))) == 1
+    monkeypatch.setattr(itaskonomy, "decode_split", lambda *a, **k: pytest.fail("decoded again"))
+    cached = make_stream("itaskonomy", options)
+    assert [e.task_output for e in cached.train_stream] == [e.task_output for e in decoded.train_stream]
+    for a, b in zip([*decoded.train_stream, *decoded.test_stream], [*cached.train_stream, *cached.test_stream]):
+        assert len(a.dataset) == len(b.dataset) == 2
+        assert all(torch.equal(x, y) for x, y in zip(a.dataset[1][:2], b.dataset[1][:2]))
+
+
+def test_bad_data_roots_and_tasks_say_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(DataRootError, match="continual-side taskonomy render"):
+        make_stream("itaskonomy", ITaskonomyOptions(data_root=str(tmp_path / "absent")))
+    monkeypatch.setattr("continual_side.streams.taskonomy_data.DEFAULT_SET_POINTER", tmp_path / "no-pointer.json")
+    with pytest.raises(DataRootError, match="continual-side taskonomy render"):
+        make_stream("itaskonomy", ITaskonomyOptions())
+    with pytest.raises(ConfigError, match="unknown \\['depth'\\]"):
+        make_stream("itaskonomy", ITaskonomyOptions(tasks=("depth",)))
+    with pytest.raises(ConfigError, match="repeat a task"):
+        make_stream("itaskonomy", ITaskonomyOptions(tasks=("normal", "normal")))
+
+
+def dense_run(tiny_set, tmp_path, method, out, method_options=None, **options) -> runner.RunOutcome:
+    return runner.run(RunConfig(
+        stream="itaskonomy", method=method, stream_options=tiny_options(tiny_set, tmp_path, **options),
+        method_options=method_options, train=TrainConfig(epochs=1, batch_size=2, eval_batch_size=4),
+        out=str(out), progress=False))
+
+
+def test_side_tuning_forgets_no_task_and_fine_tuning_does(tiny_set, tmp_path, random_midlevel):
+    side = dense_run(tiny_set, tmp_path, "sidetune", tmp_path / "runs", SideTuneOptions(side_init="random"))
+    fine = dense_run(tiny_set, tmp_path, "finetune", tmp_path / "runs")
+    count = len(ITASKONOMY_ORDER)
+    for outcome in (side, fine):
+        assert outcome.loss_matrix.shape == (count, count)
+        assert sorted(p.name for p in outcome.run_dir.iterdir()) == sorted(DENSE_RUN_FILES)
+        for name in ("loss_curves.png", "predictions.png"):
+            assert (outcome.run_dir / name).read_bytes()[:8] == PNG_MAGIC
+        run = load_run(outcome.run_dir)
+        assert run.dense and np.array_equal(run.L, outcome.loss_matrix)
+        assert json.loads((outcome.run_dir / "config.json").read_text())["config"]["train"]["base"] == "midlevel"
+        accuracy_columns = [ITASKONOMY_ORDER.index(t) for t in ("segment_semantic", "class_object")]
+        lower = np.tril(np.ones((count, count), dtype=bool))
+        assert np.isnan(run.R[:, [j for j in range(count) if j not in accuracy_columns]]).all()
+        assert ((run.R[:, accuracy_columns] >= 0) & (run.R[:, accuracy_columns] <= 1))[lower[:, accuracy_columns]].all()
+        summary = run.summary
+        assert summary["final_loss_per_task"] == pytest.approx(list(outcome.loss_matrix[-1]))
+        assert summary["mean_final_loss"] == pytest.approx(outcome.loss_matrix[-1].mean())
+        assert summary["accuracy"]["tasks"] == ["segment_semantic", "class_object"]
+        assert set(summary["accuracy"]["final_accuracy_per_task"]) == {"segment_semantic", "class_object"}
+        epochs = [e for e in run.events if e["event"] == "train_epoch"]
+        assert [("accuracy" in e) for e in epochs] == [t in ("segment_semantic", "class_object")
+                                                        for t in ITASKONOMY_ORDER]
+    assert side.summary["loss_forgetting"] == 0.0 and side.summary["loss_forgetting_per_task"] == [0.0] * (count - 1)
+    assert side.summary["accuracy"]["forgetting"] == 0.0
+    assert fine.summary["loss_forgetting"] > 0.0
+    assert fine.summary["trainable_parameters"] > side.summary["trainable_parameters"] > 0
+
+
+def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, random_midlevel,
+                                                                       monkeypatch):
+    tasks = ("curvature", "segment_semantic", "class_object", "rgb")
+    whole = dense_run(tiny_set, tmp_path, "finetune", tmp_path / "whole", tasks=tasks)
+    real_save = checkpoint.save
+    saved = []
+
+    def save_then_crash(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        saved.append(path)
+        if len(saved) == 2:
+            raise KeyboardInterrupt  # the process dies right after a checkpoint was written
+        return path
+
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        dense_run(tiny_set, tmp_path, "finetune", tmp_path / "crashed", tasks=tasks)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    config = RunConfig(stream="itaskonomy", method="finetune", stream_options=tiny_options(tiny_set, tmp_path, tasks=tasks),
+                       train=TrainConfig(epochs=1, batch_size=2, eval_batch_size=4), out=str(tmp_path / "crashed"),
+                       progress=False)
+    resumed = runner.run(replace(config, resume=True))
+    for name in (LOSS_MATRIX_FILE, MATRIX_FILE):
+        assert (resumed.run_dir / name).read_bytes() == (whole.run_dir / name).read_bytes()
+    assert read_acc_matrix(resumed.run_dir / LOSS_MATRIX_FILE)[0] == list(tasks)
