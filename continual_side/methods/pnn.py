@@ -84,7 +84,8 @@ def pixels_as_rows(feature: torch.Tensor) -> torch.Tensor:
 
 
 def rows_as_pixels(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pixels_as_rows` for rows of any width: a map shaped like ``like`` but for the channels."""
+    """Inverse of :func:`pixels_as_rows`: rows of any width W as a (B, W, H', W') map with ``like``'s batch and
+    grid; the rows as they are when ``like`` is a vector."""
     if like.dim() == 2:
         return rows
     batch, _, height, width = like.shape
