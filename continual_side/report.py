@@ -9,9 +9,13 @@ A method with several settings in a table gets one row each, labelled with the o
 (``ewc lambda_=1000.0``). The table of the stream's plain folders (or its only table) goes to
 ``<out>/<stream>/comparison/``, any other to ``comparison/<stream options that differ>/``: table.md,
 table.csv, comparison.json, curves.png (each task's accuracy over the stream, one panel per row),
-average_accuracy.png and final_accuracy.png. Spreads are sample standard deviations over seeds
-(ddof=1), shown with their seed count n; a single seed shows std 0 with n=1. Because it needs nothing
-but the folders, runs spread over machines with shared storage aggregate the same way.
+average_accuracy.png and final_accuracy.png. A dense stream's runs (iTaskonomy: run folders with a
+loss_matrix.csv) are compared on their test losses instead: mean final test loss, loss forgetting and
+the accuracy of each classification-like task (:class:`DenseScores`); its folder holds table.md,
+table.csv, comparison.json and curves.png (final test loss per task and loss forgetting, per row).
+Spreads are sample standard deviations over seeds (ddof=1), shown with their seed count n; a single
+seed shows std 0 with n=1. Because it needs nothing but the folders, runs spread over machines with
+shared storage aggregate the same way.
 """
 
 from __future__ import annotations
@@ -66,11 +70,45 @@ class Stat:
 
 
 @dataclass
+class DenseScores:
+    """A dense stream's scores of one row, over its seeds (see :meth:`RunWriter.write_dense_summary`).
+
+    :param loss_matrices: one test-loss matrix L per seed.
+    :param mean_final_loss: mean over tasks of the last row of L.
+    :param loss_forgetting: mean rise of each task's final loss over its lowest before the last step.
+    :param final_loss_per_task: each task's final test loss.
+    :param accuracy: final accuracy of each classification-like task, by task name.
+    """
+
+    loss_matrices: list[np.ndarray]
+    mean_final_loss: Stat
+    loss_forgetting: Stat
+    final_loss_per_task: list[Stat]
+    accuracy: dict[str, Stat]
+
+    @classmethod
+    def of(cls, results: Sequence[RunResult]) -> DenseScores:
+        matrices = [result.L for result in results]
+        accuracy_tasks = (results[0].summary.get("accuracy") or {}).get("tasks", [])
+        columns = {name: results[0].task_names.index(name) for name in accuracy_tasks}
+        return cls(
+            loss_matrices=matrices,
+            mean_final_loss=Stat.of([float(np.mean(metrics.check_loss_matrix(L)[-1])) for L in matrices]),
+            loss_forgetting=Stat.of([metrics.loss_forgetting(L) for L in matrices]),
+            final_loss_per_task=[Stat.of([L[-1, j] for L in matrices]) for j in range(len(results[0].task_names))],
+            accuracy={name: Stat.of([result.R[-1, j] for result in results]) for name, j in columns.items()},
+        )
+
+
+@dataclass
 class MethodRow:
     """One method with one setting of its own options over the stream, summarised over seeds.
 
     :param label: the row's name in the table and figures: the method, followed by the options that
         differ from its other rows when the table holds several of its settings.
+    :param average_accuracy: over every task; None on a dense stream (see ``dense``), as are
+        ``forgetting`` and ``backward_transfer``.
+    :param dense: a dense stream's loss-based scores; None on a classification stream.
     """
 
     method: str
@@ -79,11 +117,17 @@ class MethodRow:
     seeds: list[int]
     run_folders: list[Path]
     matrices: list[np.ndarray]
-    average_accuracy: Stat
-    forgetting: Stat
-    backward_transfer: Stat
+    average_accuracy: Stat | None
+    forgetting: Stat | None
+    backward_transfer: Stat | None
     trainable_parameters: int
     wall_time_s: Stat
+    dense: DenseScores | None = None
+
+    @property
+    def n(self) -> int:
+        """Seeds summarised."""
+        return len(self.seeds)
 
 
 @dataclass
@@ -102,6 +146,11 @@ class ComparisonTable:
     settings: dict[str, Any]
     differing_settings: list[str]
     unfinished: list[Path]
+
+    @property
+    def dense(self) -> bool:
+        """A dense stream's comparison, on test losses."""
+        return self.rows[0].dense is not None
 
     def row(self, label: str) -> MethodRow:
         """The row labelled ``label``, else the first row of the method ``label``."""
@@ -178,6 +227,7 @@ def _options(result: RunResult) -> dict[str, Any]:
 
 def _method_row(method: str, label: str, results: Sequence[RunResult]) -> MethodRow:
     matrices = [result.R for result in results]
+    dense = results[0].dense
     return MethodRow(
         method=method,
         label=label,
@@ -185,11 +235,12 @@ def _method_row(method: str, label: str, results: Sequence[RunResult]) -> Method
         seeds=[int(result.summary["seed"]) for result in results],
         run_folders=[result.path for result in results],
         matrices=matrices,
-        average_accuracy=Stat.of([metrics.average_accuracy(R) for R in matrices]),
-        forgetting=Stat.of([metrics.forgetting(R) for R in matrices]),
-        backward_transfer=Stat.of([metrics.backward_transfer(R) for R in matrices]),
+        average_accuracy=None if dense else Stat.of([metrics.average_accuracy(R) for R in matrices]),
+        forgetting=None if dense else Stat.of([metrics.forgetting(R) for R in matrices]),
+        backward_transfer=None if dense else Stat.of([metrics.backward_transfer(R) for R in matrices]),
         trainable_parameters=max(int(result.summary["trainable_parameters"]) for result in results),
         wall_time_s=Stat.of([result.summary["wall_time_s"] for result in results]),
+        dense=DenseScores.of(results) if dense else None,
     )
 
 
@@ -247,6 +298,10 @@ def compare_runs(stream_dir: Path, complete: Sequence[Path], *, unfinished: Sequ
 def _table(stream_dir: Path, results: Sequence[RunResult], folder: Path, unfinished: list[Path]) -> ComparisonTable:
     task_names = results[0].task_names
     mismatched = [str(result.path) for result in results if result.task_names != task_names]
+    kinds = {result.dense for result in results}
+    if len(kinds) > 1:
+        raise RunFolderError(f"runs of {stream_dir} mix loss-scored (loss_matrix.csv) and accuracy-scored run "
+                             "folders; a stream is one or the other: move the foreign runs to another --out")
     if mismatched:
         raise RunFolderError(f"runs of {stream_dir} do not share the tasks {task_names}: {', '.join(mismatched)}; "
                              "move runs of another task split to another --out")
@@ -272,8 +327,34 @@ CSV_COLUMNS = (
 )
 
 
+def _accuracy_tasks(table: ComparisonTable) -> list[str]:
+    return list(table.rows[0].dense.accuracy)
+
+
+def dense_csv_columns(table: ComparisonTable) -> list[str]:
+    """A dense table's CSV columns: losses, then each classification-like task's accuracy mean and std."""
+    return ["method", "n_seeds", "mean_final_loss_mean", "mean_final_loss_std", "loss_forgetting_mean",
+            "loss_forgetting_std", *(f"{task}_accuracy_{part}" for task in _accuracy_tasks(table)
+                                     for part in ("mean", "std")),
+            "trainable_parameters_per_task", "wall_time_mean_s"]
+
+
+def _dense_table_csv(table: ComparisonTable) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(dense_csv_columns(table))
+    for row in table.rows:
+        stats = [row.dense.mean_final_loss, row.dense.loss_forgetting,
+                 *(row.dense.accuracy[task] for task in _accuracy_tasks(table))]
+        writer.writerow([row.label, row.n, *(repr(value) for stat in stats for value in (stat.mean, stat.std)),
+                         row.trainable_parameters, repr(row.wall_time_s.mean)])
+    return buffer.getvalue()
+
+
 def table_csv(table: ComparisonTable) -> str:
     """The table as CSV: fractions (not percentages) at full precision, one row per method."""
+    if table.dense:
+        return _dense_table_csv(table)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -292,20 +373,46 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
-def table_markdown(table: ComparisonTable) -> str:
-    """The table as Markdown: percentages, mean ± sample std over n seeds, and what each method trains."""
+def _dense_table_lines(table: ComparisonTable) -> list[str]:
+    tasks = _accuracy_tasks(table)
     lines = [
-        f"Methods over `{table.stream}` ({len(table.task_names)} tasks): mean ± sample std (ddof=1) over n seeds; "
-        "a single seed shows ± 0.00 with n=1.",
+        f"Methods over `{table.stream}` ({len(table.task_names)} tasks, scored by test loss): mean ± sample std "
+        "(ddof=1) over n seeds; a single seed shows ± 0 with n=1. Mean final test loss: the mean over tasks of "
+        "each task's test loss after the whole stream (each task's own loss, in its own units: compare methods, "
+        "not tasks). Loss forgetting: the mean over every task but the last of how far its final loss rose above "
+        "the lowest it had before the last step (0: nothing forgotten).",
         "",
-        "| method | n | average accuracy (%) | forgetting (%) | BWT (%) | trainable parameters per task "
-        "| time per run |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | n | mean final test loss | loss forgetting | "
+        + "".join(f"{task} accuracy (%) | " for task in tasks) + "trainable parameters per task | time per run |",
+        "| --- | ---: | ---: | ---: | " + "---: | " * len(tasks) + "---: | ---: |",
     ]
     for row in table.rows:
-        lines.append(f"| {row.label} | {row.average_accuracy.n} | {row.average_accuracy.percent()} "
-                     f"| {row.forgetting.percent()} | {row.backward_transfer.percent(sign=True)} "
-                     f"| {row.trainable_parameters:,} | {_duration(row.wall_time_s.mean)} |")
+        scores = row.dense
+        loss, forgetting = scores.mean_final_loss, scores.loss_forgetting
+        lines.append(f"| {row.label} | {row.n} | {loss.mean:.4f} ± {loss.std:.4f} "
+                     f"| {forgetting.mean:+.4f} ± {forgetting.std:.4f} | "
+                     + "".join(f"{scores.accuracy[task].percent()} | " for task in tasks)
+                     + f"{row.trainable_parameters:,} | {_duration(row.wall_time_s.mean)} |")
+    return lines
+
+
+def table_markdown(table: ComparisonTable) -> str:
+    """The table as Markdown: percentages, mean ± sample std over n seeds, and what each method trains."""
+    if table.dense:
+        lines = _dense_table_lines(table)
+    else:
+        lines = [
+            f"Methods over `{table.stream}` ({len(table.task_names)} tasks): mean ± sample std (ddof=1) over n "
+            "seeds; a single seed shows ± 0.00 with n=1.",
+            "",
+            "| method | n | average accuracy (%) | forgetting (%) | BWT (%) | trainable parameters per task "
+            "| time per run |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in table.rows:
+            lines.append(f"| {row.label} | {row.average_accuracy.n} | {row.average_accuracy.percent()} "
+                         f"| {row.forgetting.percent()} | {row.backward_transfer.percent(sign=True)} "
+                         f"| {row.trainable_parameters:,} | {_duration(row.wall_time_s.mean)} |")
     trained = [(method, METHODS[method].trained if method in METHODS else None)
                for method in dict.fromkeys(row.method for row in table.rows)]
     lines += ["", "Trained per task:"] + [f"- {method}: {what}" for method, what in trained if what]
@@ -322,10 +429,19 @@ def table_markdown(table: ComparisonTable) -> str:
 
 
 def write_comparison(table: ComparisonTable) -> None:
-    """Write table.md, table.csv, comparison.json and the three PNGs into ``table.folder``."""
+    """Write table.md, table.csv, comparison.json and the PNGs (three; curves.png only for a dense stream)
+    into ``table.folder``."""
     table.folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(table.folder / "table.md", table_markdown(table))
     atomic_write_text(table.folder / "table.csv", table_csv(table))
+    document = json.dumps(jsonable(table), indent=2, allow_nan=False) + "\n"
+    if table.dense:
+        final_losses = {row.label: [L[-1] for L in row.dense.loss_matrices] for row in table.rows}
+        forgetting = {row.label: [metrics.loss_forgetting(L) for L in row.dense.loss_matrices] for row in table.rows}
+        save_figure(plots.dense_comparison(final_losses, forgetting, table.task_names, stream=table.stream),
+                    table.folder / "curves.png")
+        atomic_write_text(table.folder / "comparison.json", document)
+        return
     matrices = {row.label: row.matrices for row in table.rows}
     save_figure(plots.per_task_curves(matrices, table.task_names, stream=table.stream), table.folder / "curves.png")
     save_figure(plots.method_curves(matrices, title=f"Average accuracy over the {table.stream} stream"),
@@ -333,5 +449,4 @@ def write_comparison(table: ComparisonTable) -> None:
     finals = {row.label: [metrics.average_accuracy(R) for R in row.matrices] for row in table.rows}
     save_figure(plots.bar_with_error(finals, title=f"Final average accuracy on {table.stream}"),
                 table.folder / "final_accuracy.png")
-    document = json.dumps(jsonable(table), indent=2, allow_nan=False) + "\n"
     atomic_write_text(table.folder / "comparison.json", document)

@@ -1,7 +1,10 @@
 """The itaskonomy stream from a tiny rendered set, and dense runs through the runner: loss matrix, summary,
 figures, resume; side-tuning forgets nothing, fine-tuning does."""
 
+import csv
+import io
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +17,15 @@ from continual_side.methods import TrainConfig, common
 from continual_side.methods.sidetune import SideTuneOptions
 from continual_side.models.dense_losses import ITASKONOMY_ORDER, TASK_LOSSES
 from continual_side.models.midlevel import MidLevelEncoder
-from continual_side.results import DENSE_RUN_FILES, LOSS_MATRIX_FILE, MATRIX_FILE, load_run, read_acc_matrix
+from continual_side.report import aggregate
+from continual_side.results import (
+    DENSE_RUN_FILES,
+    LOSS_MATRIX_FILE,
+    MATRIX_FILE,
+    RunWriter,
+    load_run,
+    read_acc_matrix,
+)
 from continual_side.runner import RunConfig
 from continual_side.streams import get_stream, itaskonomy, make_stream
 from continual_side.streams.itaskonomy import ITaskonomyOptions
@@ -130,6 +141,9 @@ def test_side_tuning_forgets_no_task_and_fine_tuning_does(tiny_set, tmp_path, ra
     assert side.summary["accuracy"]["forgetting"] == 0.0
     assert fine.summary["loss_forgetting"] > 0.0
     assert fine.summary["trainable_parameters"] > side.summary["trainable_parameters"] > 0
+    table = aggregate(tmp_path / "runs", "itaskonomy")
+    assert table.dense and table.row("sidetune").dense.loss_forgetting.mean == 0.0
+    assert table.row("finetune").dense.loss_forgetting.mean == fine.summary["loss_forgetting"]
 
 
 def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, random_midlevel,
@@ -157,3 +171,56 @@ def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set,
     for name in (LOSS_MATRIX_FILE, MATRIX_FILE):
         assert (resumed.run_dir / name).read_bytes() == (whole.run_dir / name).read_bytes()
     assert read_acc_matrix(resumed.run_dir / LOSS_MATRIX_FILE)[0] == list(tasks)
+
+
+DENSE_TASKS = ["curvature", "segment_semantic", "class_object"]
+N = float("nan")
+# method -> seed -> loss matrix (accuracy: segment_semantic 0.5 + seed / 10, class_object 0.25 for every run)
+FAKE_DENSE = {
+    "sidetune": {0: [[1.0, 9, 9], [1.0, 2.0, 9], [1.0, 2.0, 3.0]], 1: [[2.0, 9, 9], [2.0, 4.0, 9], [2.0, 4.0, 6.0]]},
+    "finetune": {0: [[1.0, 9, 9], [1.5, 2.0, 9], [2.0, 3.0, 1.0]], 1: [[1.0, 9, 9], [1.0, 2.0, 9], [1.0, 2.0, 3.0]]},
+}
+# hand computation: sidetune mean final loss 2 and 4 -> 3 ± sqrt(2); loss forgetting 0 and 0.
+# finetune seed 0: final (2, 3, 1) -> 2; forgetting curvature 2 - min(1, 1.5) = 1, segment 3 - 2 = 1 -> 1;
+# seed 1: mean 2, forgetting 0 -> mean final loss 2 ± 0, loss forgetting 0.5 ± sqrt(0.5).
+
+
+def _write_dense_fake(out, method, seed, losses):
+    writer = RunWriter(out, "itaskonomy", method, seed)
+    writer.write_config({"stream": {"name": "itaskonomy"}, "method": {"name": method}, "seed": seed,
+                         "train": {"epochs": 1}, "out": str(out), "progress": False})
+    writer.log("eval", after_experience=0, task=0, loss=losses[0][0])
+    accuracy = np.array([[N, 0.5 + seed / 10, 0.25]] * 3)
+    writer.write_loss_matrix(np.array(losses), DENSE_TASKS)
+    writer.write_acc_matrix(accuracy, DENSE_TASKS, accuracy_tasks=[1, 2])
+    writer.write_dense_summary(np.array(losses), accuracy, [1, 2], wall_time_s=10.0 * (seed + 1),
+                               trainable_parameters=100)
+
+
+def test_the_comparison_of_dense_runs_matches_hand_computation(tmp_path):
+    for method, seeds in FAKE_DENSE.items():
+        for seed, losses in seeds.items():
+            _write_dense_fake(tmp_path, method, seed, losses)
+    table = aggregate(tmp_path, "itaskonomy")
+    assert table.dense and [row.label for row in table.rows] == ["finetune", "sidetune"]
+    side, fine = table.row("sidetune").dense, table.row("finetune").dense
+    assert (side.mean_final_loss.mean, side.mean_final_loss.std) == pytest.approx((3.0, math.sqrt(2)))
+    assert (side.loss_forgetting.mean, side.loss_forgetting.std) == (0.0, 0.0)
+    assert (fine.mean_final_loss.mean, fine.mean_final_loss.std) == pytest.approx((2.0, 0.0))
+    assert (fine.loss_forgetting.mean, fine.loss_forgetting.std) == pytest.approx((0.5, math.sqrt(0.5)))
+    assert list(side.accuracy) == ["segment_semantic", "class_object"]
+    assert (side.accuracy["segment_semantic"].mean, side.accuracy["class_object"].std) == pytest.approx((0.55, 0.0))
+    assert [stat.mean for stat in fine.final_loss_per_task] == pytest.approx([1.5, 2.5, 2.0])
+
+    folder = table.folder
+    rows = list(csv.DictReader(io.StringIO((folder / "table.csv").read_text())))
+    assert [row["method"] for row in rows] == ["finetune", "sidetune"]
+    assert float(rows[1]["mean_final_loss_mean"]) == pytest.approx(3.0)
+    assert float(rows[0]["loss_forgetting_std"]) == pytest.approx(math.sqrt(0.5))
+    assert float(rows[1]["segment_semantic_accuracy_mean"]) == pytest.approx(0.55)
+    markdown = (folder / "table.md").read_text()
+    assert "| method | n | mean final test loss | loss forgetting | segment_semantic accuracy (%) | " \
+           "class_object accuracy (%) | trainable parameters per task | time per run |" in markdown
+    assert "| sidetune | 2 | 3.0000 ± 1.4142 | +0.0000 ± 0.0000 | 55.00 ± 7.07 | 25.00 ± 0.00 | 100 | 0m15s |" in markdown
+    assert (folder / "curves.png").read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((folder / "comparison.json").read_text())["rows"][1]["dense"]["loss_forgetting"]["mean"] == 0.0
