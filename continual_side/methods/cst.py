@@ -1,8 +1,8 @@
 """Calibration Side-Tuning (Feng Chen, "CST: Calibration Side-Tuning for Parameter and Memory Efficient
-Transfer Learning", arXiv:2402.12736, 2024), for classification and dense tasks on the CIFAR ResNet or the
-mid-level encoder.
+Transfer Learning", arXiv:2402.12736, 2024), for classification and dense tasks on the CIFAR ResNet, the
+mid-level encoder or Taskonomy's ResNet-50.
 
-Each task gets a light side network fed by the frozen backbone's three residual-stage outputs, fused
+Each task gets a light side network fed by every residual-stage output of the frozen backbone, fused
 with the last stage's map by :class:`~continual_side.models.cst.TransitionGate`, and a head
 (:class:`~continual_side.models.cst.CalibrationSideTuning`). The paper's maximal transition calibration
 (MTC) equation could not be read offline: the gate is our design named after it, not the paper's

@@ -1,5 +1,6 @@
 """Res-Tuning and Res-Tuning-Bypass (Jiang et al., "Res-Tuning: A Flexible and Efficient Tuning Paradigm
-via Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859), on the CIFAR ResNet or the mid-level encoder.
+via Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859), on the CIFAR ResNet, the mid-level encoder
+or Taskonomy's ResNet-50.
 
 Two methods over a frozen backbone shared by all tasks, each task with its own Res-Adapter tuners and
 head (:mod:`continual_side.models.restuning`; its docstring gives our choices where the paper and the

@@ -1,5 +1,6 @@
 """SpotTune (Guo et al., "SpotTune: Transfer Learning through Adaptive Fine-tuning", CVPR 2019,
-arXiv:1811.08737; released code github.com/gyhui14/spottune), on the CIFAR ResNet or the mid-level encoder.
+arXiv:1811.08737; released code github.com/gyhui14/spottune), on the CIFAR ResNet, the mid-level encoder
+or Taskonomy's ResNet-50.
 
 Each task gets its own trainable copy of every residual block, its own policy (a ResNet-8 reading the
 image and choosing, per block, the frozen original or the fine-tuned copy; Gumbel-softmax at

@@ -1,5 +1,5 @@
-"""Res-Tuning and Res-Tuning-Bypass on a ResNet-style backbone (CIFAR ResNet or mid-level encoder):
-Res-Adapter tuners unbound from the backbone.
+"""Res-Tuning and Res-Tuning-Bypass on a ResNet-style backbone (CIFAR ResNet, mid-level encoder or
+Taskonomy's ResNet-50): Res-Adapter tuners unbound from the backbone.
 
 Jiang, Mao, Huang, Ma, Lv, Shen, Zhao, Zhou, "Res-Tuning: A Flexible and Efficient Tuning Paradigm via
 Unbinding Tuner from Backbone", NeurIPS 2023, arXiv:2310.19859; reference implementation in
@@ -55,16 +55,39 @@ Choices where the paper or the reference code does not fit a CIFAR ResNet (ours,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from continual_side.models.backbones import BasicBlock, CifarResNet
+from continual_side.models.backbones import CifarResNet
 from continual_side.models.heads import TaskOutput, feature_stride, make_head
 from continual_side.models.sidetuned import FrozenBase
 
 TUNER_REDUCTION = 8
+
+
+class BlockShape(NamedTuple):
+    """What a residual block does to a map's shape: input and output channels, and its stride."""
+
+    in_channels: int
+    out_channels: int
+    stride: int
+
+
+def block_shape(block: nn.Module) -> BlockShape:
+    """A residual block's shape, read from its convolutions so that every base's layout serves: the CIFAR
+    basic block (stride on conv1, zero-padding shortcut), torchvision's bottleneck (stride on conv2,
+    projection shortcut) and visualpriors' (the stage's *last* bottleneck strided, its shortcut a max-pool).
+
+    The input channels are the first convolution's, the output channels the last one's (the main path's
+    last, or a projection shortcut's, which are the same), the stride the largest of any convolution's.
+
+    :param block: a residual block (a BasicBlock or a Bottleneck).
+    """
+    convs = [module for module in block.modules() if isinstance(module, nn.Conv2d)]
+    return BlockShape(convs[0].in_channels, convs[-1].out_channels, max(conv.stride[0] for conv in convs))
 
 
 class ResAdapter(nn.Module):
@@ -87,9 +110,9 @@ class ResAdapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     @classmethod
-    def beside(cls, block: BasicBlock, reduction: int = TUNER_REDUCTION) -> ResAdapter:
-        """A tuner mapping the block's input shape to its output shape."""
-        return cls(block.conv1.in_channels, block.conv2.out_channels, block.conv1.stride[0], reduction)
+    def beside(cls, block: nn.Module, reduction: int = TUNER_REDUCTION) -> ResAdapter:
+        """A tuner mapping the block's input shape to its output shape (see :func:`block_shape`)."""
+        return cls(*block_shape(block), reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(F.relu(self.down(x)))
@@ -138,9 +161,8 @@ class BypassTuner(nn.Module):
     def __init__(self, base: CifarResNet, output: TaskOutput, reduction: int = TUNER_REDUCTION):
         super().__init__()
         blocks = base.residual_blocks()
-        self.lateral = nn.ModuleList(
-            ResAdapter(block.conv2.out_channels, block.conv2.out_channels, 1, reduction) for block in blocks
-        )
+        out_channels = [block_shape(block).out_channels for block in blocks]
+        self.lateral = nn.ModuleList(ResAdapter(channels, channels, 1, reduction) for channels in out_channels)
         self.vertical = nn.ModuleList(ResAdapter.beside(block, reduction) for block in blocks)
         for tuner in [*self.lateral[:-1], *self.vertical[:-1]]:  # only the last block starts at zero
             nn.init.xavier_uniform_(tuner.up.weight)

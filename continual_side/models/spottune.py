@@ -1,5 +1,5 @@
-"""SpotTune on a ResNet-style backbone (CIFAR ResNet or mid-level encoder): per-image routing between
-frozen and fine-tuned residual blocks.
+"""SpotTune on a ResNet-style backbone (CIFAR ResNet, mid-level encoder or Taskonomy's ResNet-50): per-image
+routing between frozen and fine-tuned residual blocks.
 
 Guo, Shi, Kumar, Grauman, Rosing, Feris, "SpotTune: Transfer Learning through Adaptive Fine-tuning",
 CVPR 2019, arXiv:1811.08737; released code github.com/gyhui14/spottune.
