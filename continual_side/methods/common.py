@@ -203,13 +203,28 @@ def task_criterion(output: TaskOutput) -> Callable[[torch.Tensor, torch.Tensor],
 
 class TaskCriterion(BasePlugin):
     """Gives the strategy the current experience's loss before it trains or evaluates on it, so one
-    strategy serves a stream whose tasks have different losses (iTaskonomy)."""
+    strategy serves a stream whose tasks have different losses (iTaskonomy).
+
+    An evaluation leaves the loss as it found it: one run during training (Avalanche's ``eval_every``)
+    would otherwise leave the last evaluated task's loss to the rest of the training task's steps and to
+    what reads the loss after them (EWC's Fisher).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.criterion_before_eval: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def before_training_exp(self, strategy, **kwargs):
         strategy._criterion = task_criterion(task_output(strategy.experience))
 
+    def before_eval(self, strategy, **kwargs):
+        self.criterion_before_eval = strategy._criterion
+
     def before_eval_exp(self, strategy, **kwargs):
         strategy._criterion = task_criterion(task_output(strategy.experience))
+
+    def after_eval(self, strategy, **kwargs):
+        strategy._criterion = self.criterion_before_eval
 
 
 class FeatureCacheSaver(BasePlugin):
