@@ -9,6 +9,17 @@ second, peak training memory and trainable parameters. Peak memory is taken over
 ``memory_iterations`` iterations of a fresh strategy (gradients and Adam state included), above what
 was allocated before: CUDA's peak allocated bytes on a GPU, the torch profiler's tensor allocations
 on a CPU; that profile also names the top operators by self CPU time.
+
+Any registered stream can be measured, with the stream's default base unless ``--base`` names one: on
+``--stream itaskonomy`` every variant trains the first dense task (curvature) with its own loss over
+the mid-level base, and side-tuning's epoch reads the frozen base's features from the cache.
+
+Each epoch's CPU time (this process's, all its threads) is recorded beside its wall time: on a machine
+whose cores other jobs share, wall times swing with their load while CPU times move much less
+(measured on 2 cores at a load average of 3-4, four runs of the same itaskonomy measurement: the
+side-tuning/fine-tuning ratio of epoch wall times 0.21 to 0.49, of CPU times 0.41 and 0.45), so the
+CPU-time ratio is the stabler estimate of the wall-time ratio on a quiet machine (on a GPU it counts
+the host's work only).
 """
 
 from __future__ import annotations
@@ -34,10 +45,16 @@ from avalanche.training.templates import SupervisedTemplate
 
 from continual_side.errors import ConfigError
 from continual_side.methods import TrainConfig, build_strategy
-from continual_side.methods.common import SharedBaseModel, check_device, pretrained_base, trainable_features
+from continual_side.methods.common import (
+    SharedBaseModel,
+    TaskCriterion,
+    check_device,
+    pretrained_base,
+    trainable_features,
+)
 from continual_side.models.feature_cache import clear_memory_caches
 from continual_side.atomic import atomic_write_text
-from continual_side.runner import EpochProgress, run_evaluator, trainable_parameters
+from continual_side.runner import EpochProgress, is_dense, run_evaluator, stream_train_config, trainable_parameters
 from continual_side.streams import get_stream, make_stream
 
 RESULTS_FILE = "perf_cl.json"
@@ -55,7 +72,7 @@ class PerfConfig:
 
     :param variants: any of naive (plain Avalanche Naive over the fine-tuning model), finetune,
         sidetune_nocache, sidetune (with the configured feature cache; memory if off), features.
-    :param tasks: experiences each variant trains on (from the first).
+    :param experiences: experiences each variant trains on (from the first).
     :param memory_iterations: training iterations in the memory measurement.
     :param repeats: time every variant this many times (in turn); epoch times are medians.
     :param seed: seed of initialisation and of every epoch's shuffle.
@@ -67,7 +84,7 @@ class PerfConfig:
 
     train: Annotated[TrainConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=lambda: TrainConfig(epochs=2))
     variants: tuple[str, ...] = VARIANTS
-    tasks: int = 1
+    experiences: int = 1
     memory_iterations: int = 2
     repeats: int = 1
     seed: int = 0
@@ -82,11 +99,12 @@ class EpochRecorder(SupervisedPlugin):
         super().__init__()
         self.seed, self.device = seed, device
         self.epoch_s: list[float] = []
+        self.epoch_cpu_s: list[float] = []
         self.images: list[int] = []
         self.targets: list[torch.Tensor] = []
         self.digest = hashlib.sha256()
         self.trainable = 0
-        self._start = 0.0
+        self._start = self._start_cpu = 0.0
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -96,7 +114,7 @@ class EpochRecorder(SupervisedPlugin):
         torch.manual_seed(self.seed + 1000 * strategy.clock.train_exp_counter + strategy.clock.train_exp_epochs)
         self.targets = []
         self._sync()
-        self._start = time.perf_counter()
+        self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def after_training_iteration(self, strategy, **kwargs):
         self.targets.append(strategy.mb_y.detach())
@@ -104,6 +122,7 @@ class EpochRecorder(SupervisedPlugin):
     def after_training_epoch(self, strategy, **kwargs):
         self._sync()
         self.epoch_s.append(time.perf_counter() - self._start)
+        self.epoch_cpu_s.append(time.process_time() - self._start_cpu)
         targets = torch.cat(self.targets).cpu()
         self.images.append(len(targets))
         self.digest.update(targets.numpy().tobytes())
@@ -156,20 +175,25 @@ def profiler_peak_bytes(profiler: torch.profiler.profile) -> int:
     return max(itertools.accumulate((e.nbytes() for e in events), initial=0))
 
 
-def variant_builders(config: TrainConfig) -> dict[str, Callable[[list], SupervisedTemplate]]:
-    """Each variant's strategy factory, given extra plugins."""
+def variant_builders(config: TrainConfig, *, dense: bool = False) -> dict[str, Callable[[list], SupervisedTemplate]]:
+    """Each variant's strategy factory, given extra plugins.
+
+    :param config: the shared training settings, base resolved.
+    :param dense: the stream's tasks are dense (the run loop's evaluator then records no accuracy).
+    """
     cache = config.feature_cache if config.feature_cache != "off" else "memory"
 
     def ours(method: str, train: TrainConfig):
         return lambda plugins: build_strategy(
-            method, None, train, plugins=[EpochProgress(enabled=False), *plugins], evaluator=run_evaluator()
+            method, None, train, plugins=[EpochProgress(enabled=False), *plugins], evaluator=run_evaluator(dense=dense)
         )
 
     def naive(plugins):
+        # TaskCriterion: each task's own loss (cross entropy for classes, Naive's default)
         model = SharedBaseModel(trainable_features(pretrained_base(config)))
         return Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
                      train_mb_size=config.batch_size, train_epochs=config.epochs, eval_mb_size=config.eval_batch_size,
-                     device=config.device, plugins=plugins, evaluator=EvaluationPlugin())
+                     device=config.device, plugins=[TaskCriterion(), *plugins], evaluator=EvaluationPlugin())
 
     return {
         "naive": naive,
@@ -207,24 +231,26 @@ def run_perf(config: PerfConfig, stream: str = "demo", stream_options: Any = Non
     """Measure every variant and write ``<config.out>/perf_cl.json``.
 
     :param config: training settings and variants.
-    :param stream: a registered stream; its first ``config.tasks`` experiences are trained.
+    :param stream: a registered stream; its first ``config.experiences`` experiences are trained (with its
+        default base when ``config.train.base`` is None).
     :param stream_options: that stream's options; None for its defaults.
     :return: the results: machine, per-variant measurements, ratios against fine-tuning, targets.
     """
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown or not config.variants:
         raise ConfigError(f"unknown perf variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if config.tasks < 1 or config.memory_iterations < 1 or config.repeats < 1:
-        raise ConfigError("tasks, memory_iterations and repeats must be at least 1")
+    if config.experiences < 1 or config.memory_iterations < 1 or config.repeats < 1:
+        raise ConfigError("experiences, memory_iterations and repeats must be at least 1")
+    config = replace(config, train=stream_train_config(config.train, stream))
     device = check_device(config.train.check().device)
     if config.threads is not None:
         if config.threads < 1:
             raise ConfigError(f"threads={config.threads}; use a positive count or None for torch's default")
         torch.set_num_threads(config.threads)
     benchmark = make_stream(stream, stream_options)
-    experiences = list(benchmark.train_stream)[: config.tasks]
+    experiences = list(benchmark.train_stream)[: config.experiences]
     load_start = _load()
-    builders = variant_builders(config.train)
+    builders = variant_builders(config.train, dense=is_dense(benchmark))
     timings: dict[str, list[EpochRecorder]] = {v: [] for v in config.variants}
     memory: dict[str, tuple[int, list[dict]]] = {}
     for _, variant in itertools.product(range(config.repeats), config.variants):
@@ -271,10 +297,12 @@ def _summary(recorders: list[EpochRecorder], peak_bytes: int, top_ops: list[dict
     first = statistics.median(r.epoch_s[0] for r in recorders)
     later = [s for r in recorders for s in r.epoch_s[1:]]
     steady = statistics.median(later) if later else first
+    later_cpu = [s for r in recorders for s in r.epoch_cpu_s[1:]] or [r.epoch_cpu_s[0] for r in recorders]
     images = recorders[0].images[-1]
     return {
         "epoch_s_first": first,
         "epoch_s": steady,
+        "epoch_cpu_s": statistics.median(later_cpu),
         "images_per_epoch": images,
         "images_per_s": images / steady,
         "peak_mb": peak_bytes / 2**20,
@@ -289,7 +317,8 @@ def _ratios(results: dict, reference: str) -> dict:
     if reference not in results:
         return {}
     ref = results[reference]
-    return {v: {"epoch_s": r["epoch_s"] / ref["epoch_s"], "peak_mb": r["peak_mb"] / ref["peak_mb"],
+    return {v: {"epoch_s": r["epoch_s"] / ref["epoch_s"], "epoch_cpu_s": r["epoch_cpu_s"] / ref["epoch_cpu_s"],
+                "peak_mb": r["peak_mb"] / ref["peak_mb"],
                 "trainable_parameters": r["trainable_parameters"] / ref["trainable_parameters"]}
             for v, r in results.items()}
 
@@ -307,14 +336,15 @@ def _targets(results: dict) -> list[dict]:
 def format_table(report: dict) -> str:
     """The results as a Markdown table plus the target checks."""
     ratios = report["ratios_vs_finetune"]
-    header = ("| variant | s/epoch (first) | s/epoch | images/s | peak train MB | trainable params "
-              "| epoch time / FT | peak memory / FT |")
-    lines = [header, "|" + " --- |" * 8]
+    header = ("| variant | s/epoch (first) | s/epoch | CPU s/epoch | images/s | peak train MB | trainable params "
+              "| epoch time / FT | CPU time / FT | peak memory / FT |")
+    lines = [header, "|" + " --- |" * 10]
     for name, r in report["variants"].items():
         ratio = ratios.get(name, {})
         lines.append(
-            f"| {name} | {r['epoch_s_first']:.2f} | {r['epoch_s']:.2f} | {r['images_per_s']:.0f} | {r['peak_mb']:.1f} "
-            f"| {r['trainable_parameters']:,} | {ratio.get('epoch_s', float('nan')):.3f} "
+            f"| {name} | {r['epoch_s_first']:.2f} | {r['epoch_s']:.2f} | {r['epoch_cpu_s']:.2f} "
+            f"| {r['images_per_s']:.0f} | {r['peak_mb']:.1f} | {r['trainable_parameters']:,} "
+            f"| {ratio.get('epoch_s', float('nan')):.3f} | {ratio.get('epoch_cpu_s', float('nan')):.3f} "
             f"| {ratio.get('peak_mb', float('nan')):.3f} |"
         )
     lines.append("")

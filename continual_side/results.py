@@ -49,7 +49,7 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # settings are compared, so a run can resume on another device or with another cache or loader.
 NOT_SETTINGS = ("seed", "out", "tensorboard", "progress", "overwrite", "resume", "train.device",
                 "train.eval_batch_size", "train.feature_cache", "train.cache_dir", "train.num_workers",
-                "train.pin_memory", "stream.decode_cache", "stream.cache_dir")
+                "train.pin_memory", "stream.decode_cache", "stream.decode_cache_dir")
 
 
 class RunFolderError(ContinualSideError):

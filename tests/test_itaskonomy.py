@@ -16,7 +16,9 @@ from continual_side.errors import ConfigError, DataRootError
 from continual_side.methods import TrainConfig, common
 from continual_side.methods.sidetune import SideTuneOptions
 from continual_side.models.dense_losses import ITASKONOMY_ORDER, TASK_LOSSES
+from continual_side.models import side
 from continual_side.models.midlevel import MidLevelEncoder
+from continual_side.perf import PerfConfig, run_perf
 from continual_side.report import aggregate
 from continual_side.results import (
     DENSE_RUN_FILES,
@@ -52,8 +54,15 @@ def random_midlevel(monkeypatch):
     monkeypatch.setitem(common.BASES, "midlevel", lambda weights=None: MidLevelEncoder())
 
 
+@pytest.fixture()
+def random_distilled_side(monkeypatch):
+    """side_init="distilled" keeps FCN5's random weights (the hub's fcn5-midlevel may not be there)."""
+    monkeypatch.setattr(side, "load_weights_file", lambda network, path, expected: None)
+    monkeypatch.setattr(side, "resolve_weights", lambda name: None)
+
+
 def tiny_options(tiny_set, tmp_path, **changes) -> ITaskonomyOptions:
-    return ITaskonomyOptions(data_root=str(tiny_set), image_size=SIZE, cache_dir=str(tmp_path / "decoded"),
+    return ITaskonomyOptions(data_root=str(tiny_set), image_size=SIZE, decode_cache_dir=str(tmp_path / "decoded"),
                              **changes)
 
 
@@ -224,3 +233,29 @@ def test_the_comparison_of_dense_runs_matches_hand_computation(tmp_path):
     assert "| sidetune | 2 | 3.0000 ± 1.4142 | +0.0000 ± 0.0000 | 55.00 ± 7.07 | 25.00 ± 0.00 | 100 | 0m15s |" in markdown
     assert (folder / "curves.png").read_bytes()[:8] == PNG_MAGIC
     assert json.loads((folder / "comparison.json").read_text())["rows"][1]["dense"]["loss_forgetting"]["mean"] == 0.0
+
+
+def test_perf_measures_side_and_fine_tuning_on_the_first_dense_task(tiny_set, tmp_path, random_midlevel,
+                                                                    random_distilled_side):
+    report = run_perf(PerfConfig(train=TrainConfig(epochs=2, batch_size=2), variants=("naive", "finetune", "sidetune"),
+                                 out=str(tmp_path / "perf")), "itaskonomy", tiny_options(tiny_set, tmp_path))
+    assert report["config"]["train"]["base"] == "midlevel" and report["same_batches"]
+    variants = report["variants"]
+    assert all(r["images_per_epoch"] == 4 for r in variants.values())
+    assert variants["naive"]["trainable_parameters"] == variants["finetune"]["trainable_parameters"]
+    assert 0 < report["ratios_vs_finetune"]["sidetune"]["trainable_parameters"] < 1
+    assert all(r["epoch_cpu_s"] > 0 for r in variants.values())
+    assert report["ratios_vs_finetune"]["sidetune"]["epoch_cpu_s"] == pytest.approx(
+        variants["sidetune"]["epoch_cpu_s"] / variants["finetune"]["epoch_cpu_s"])
+    assert "sidetune/finetune epoch_s" in {check["ratio"] for check in report["targets"]}
+
+
+@pytest.mark.parametrize("command", ["stream", "bench", "perf", "sweep"])
+def test_every_command_takes_the_stream_s_options(command, capsys):
+    from continual_side.cli import main
+
+    flag = "--streams" if command == "sweep" else "--stream"
+    with pytest.raises(SystemExit) as done:
+        main([command, flag, "itaskonomy", "--help"])
+    assert done.value.code == 0
+    assert "views-per-building" in capsys.readouterr().out

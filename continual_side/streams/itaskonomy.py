@@ -10,12 +10,12 @@ Every view is decoded once into memory: the uint8 images, shared by all tasks (s
 feature cache hits across tasks), and each task's packed targets
 (:func:`~continual_side.models.dense_losses.pack_target`) as float16, half the memory of float32 and
 converted back per item (relative rounding below 2^-11: under the 8-bit quantisation of most domains;
-depth beyond 4 m rounds to 2 of the release's 1/512 m steps). Decoding the built-in set (1,000 train and
-test views of 12 domains at 128 px) takes about 20 s on one core, and the tensors take about 0.9 GB; with
-``decode_cache`` they are also saved to ``<cache_dir>/<key>.pt`` (same size on disk) and later runs load
-them in about a second. The key hashes the data's identity (its manifest's sha256, or every read
-file's path, size and modification time when it has no manifest) and every option that changes the
-tensors, so a changed set or option decodes again.
+depth beyond 4 m rounds to 2 of the release's 1/512 m steps). Decoding the built-in set (1,000 train
+and test views of 12 domains at 128 px) took 20 s on one busy core, and the tensors take 0.9 GB; with
+``decode_cache`` they are also saved to ``<decode_cache_dir>/<key>.pt`` (as large on disk) and later
+runs load them in under a second. The key hashes the data's identity (its manifest's sha256, or every
+read file's path, size and modification time when it has no manifest) and every option that changes
+the tensors, so a changed set or option decodes again.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class ITaskonomyOptions:
         reference does.
     :param decode_cache: keep the decoded tensors on disk so that later runs load them in seconds
         (results are the same either way).
-    :param cache_dir: folder of the decoded tensors; None: ~/.cache/continual_side/itaskonomy.
+    :param decode_cache_dir: folder of the decoded tensors; None: ~/.cache/continual_side/itaskonomy.
     """
 
     data_root: str | None = None
@@ -75,7 +75,7 @@ class ITaskonomyOptions:
     views_per_building: int | None = None
     mask_with_depth: bool = True
     decode_cache: bool = True
-    cache_dir: str | None = None
+    decode_cache_dir: str | None = None
 
 
 @dataclass
@@ -181,8 +181,8 @@ def data_identity(root: Path, readers: list[TaskonomyViews]) -> str:
     return "files:" + digest.hexdigest()
 
 
-def cache_dir(options: ITaskonomyOptions) -> Path:
-    return Path(options.cache_dir or "~/.cache/continual_side/itaskonomy").expanduser()
+def decode_cache_dir(options: ITaskonomyOptions) -> Path:
+    return Path(options.decode_cache_dir or "~/.cache/continual_side/itaskonomy").expanduser()
 
 
 def _load_cache(path: Path, key: str) -> dict[str, DecodedSplit] | None:
@@ -219,7 +219,7 @@ def decoded_splits(root: Path, options: ITaskonomyOptions, *, progress: bool = F
                 "image_size": options.image_size, "views_per_building": options.views_per_building,
                 "mask_with_depth": options.mask_with_depth}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    path = cache_dir(options) / f"{key}.pt"
+    path = decode_cache_dir(options) / f"{key}.pt"
     cached = _load_cache(path, key) if options.decode_cache else None
     if cached is not None:
         return cached
@@ -270,4 +270,5 @@ def itaskonomy(options: ITaskonomyOptions, *, progress: bool = False) -> CLScena
 
 
 register_stream("itaskonomy", options=ITaskonomyOptions,
-                build=lambda options, progress=False: itaskonomy(options, progress=progress), base="midlevel")
+                build=lambda options, progress=False: itaskonomy(options, progress=progress), base="midlevel",
+                dense=True)
