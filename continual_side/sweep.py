@@ -24,6 +24,7 @@ from continual_side.errors import ConfigError
 from continual_side.executors import ExecutorConfig, execute
 from continual_side.grid import RUN_KINDS, RunJob, stream_jobs, typed_axes
 from continual_side.methods import METHODS, TrainConfig
+from continual_side.methods.registry import check_method_runs_on
 from continual_side.report import ComparisonTable, aggregate, compare_runs
 from continual_side.results import RunFolderError, differing_settings, is_complete, load_run
 from continual_side.runner import RunConfig
@@ -38,7 +39,7 @@ class BenchConfig:
 
     :param stream: a registered stream.
     :param stream_options: that stream's options; None for its defaults.
-    :param methods: registered method names, or ``all`` for every registered method.
+    :param methods: registered method names, or ``all`` for every registered method that runs on the stream.
     :param method_options: options of some of the methods, by name (the others use their defaults).
     :param train: training settings shared by every run.
     :param seeds: number of seeds per method (seeds 0 .. n-1).
@@ -63,11 +64,14 @@ class BenchConfig:
     aggregate_only: bool = False
 
 
-def resolve_methods(names: Sequence[str]) -> list[str]:
-    """Expand ``all`` to every registered method and check the other names, keeping the given order.
+def resolve_methods(names: Sequence[str], streams: Sequence[str] = ()) -> list[str]:
+    """Expand ``all`` to every registered method that runs on one of ``streams`` (every method when none is
+    given) and check the other names, keeping the given order.
 
     :param names: method names and/or ``all``.
-    :raises ConfigError: no names, or a name that is not registered.
+    :param streams: registered streams the methods will run on.
+    :raises ConfigError: no names, a name that is not registered, or one that cannot run on one of ``streams``
+        (HST on a dense stream).
     """
     if not names:
         raise ConfigError(f"no method given; pass --methods {ALL_METHODS} or some of: {', '.join(METHODS)}")
@@ -75,8 +79,18 @@ def resolve_methods(names: Sequence[str]) -> list[str]:
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown))}; choose from: "
                           f"{', '.join(METHODS)} (or {ALL_METHODS})")
-    expanded = [method for name in names for method in (METHODS if name == ALL_METHODS else [name])]
+    for stream in streams:
+        for name in names:
+            if name != ALL_METHODS:
+                check_method_runs_on(name, stream, get_stream(stream).dense)
+    suited = [method for method in METHODS if not streams or any(_runs_on(method, stream) for stream in streams)]
+    expanded = [method for name in names for method in (suited if name == ALL_METHODS else [name])]
     return list(dict.fromkeys(expanded))
+
+
+def _runs_on(method: str, stream: str) -> bool:
+    """Whether the method suits the stream's kind of task (dense or classes), known before the stream is built."""
+    return METHODS[method].runs_on(get_stream(stream).dense)
 
 
 Action = Literal["skipped", "started", "resumed", "restarted"]
@@ -88,7 +102,7 @@ class SweepConfig:
 
     :param streams: registered streams.
     :param stream_options: each stream's own options, by name (missing: its defaults).
-    :param methods: registered method names, or ``all`` for every registered method.
+    :param methods: registered method names, or ``all`` for every registered method that runs on each stream.
     :param method_options: each method's own options, by name (missing: its defaults).
     :param grid: axes ``name.field`` -> values to try (text as on the command line, or TOML values).
     :param train: training settings shared by every run.
@@ -167,16 +181,17 @@ def _unused(given: dict[str, Any], used: Sequence[str], what: str) -> None:
 
 def grid_jobs(config: SweepConfig) -> list[RunJob]:
     """Every run of the sweep, with every name, option and grid value checked before anything trains."""
-    methods = resolve_methods(config.methods)
     if not config.streams:
         raise ConfigError("no stream given; pass --streams with one or more registered streams")
     streams = list(dict.fromkeys(get_stream(name).name for name in config.streams))
+    methods = resolve_methods(config.methods, streams)
     _unused(config.method_options, methods, "methods")
     _unused(config.stream_options, streams, "streams")
-    return stream_jobs(streams=streams, stream_options=config.stream_options, methods=methods,
+    jobs = stream_jobs(streams=streams, stream_options=config.stream_options, methods=methods,
                        method_options=config.method_options, axes=typed_axes(config.grid, streams, methods),
                        seeds=config.seeds, base=RunConfig(train=config.train, out=config.out,
                                                           tensorboard=config.tensorboard, progress=False))
+    return [job for job in jobs if _runs_on(job.config.method, job.config.stream)]  # all over dense and class streams
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:

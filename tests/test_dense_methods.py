@@ -12,6 +12,7 @@ import pytest
 import torch
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import SupervisedPlugin
+from avalanche.training.templates.base_sgd import PeriodicEval
 
 import continual_side.methods.common as common
 from continual_side.errors import ConfigError
@@ -28,11 +29,12 @@ from continual_side.models.merge import make_merge
 from continual_side.models.midlevel import MidLevelEncoder
 from continual_side.models.restuning import ResTuning, ResTuningBypass
 from continual_side.streams.benchmark import DenseTaskDataset, dense_task_benchmark
+from continual_side.sweep import SweepConfig, resolve_methods, run_sweep
 
 SIZE, IMAGES = 32, 6
 OUTPUTS = (DenseOutput("curvature", 2), DenseOutput("segment_semantic", 4),
            DenseOutput("class_object", 5, pixelwise=False))
-DENSE_METHODS = sorted(set(METHODS) - {"hst"})  # hst refuses dense tasks (its own test below)
+DENSE_METHODS = sorted(name for name, spec in METHODS.items() if spec.dense)  # not hst (its own tests below)
 # sidetune's default side is FCN5 distilled from the pre-trained midlevel base, which a random base has not
 OPTIONS = {"sidetune": SideTuneOptions(side_init="base_copy")}
 
@@ -166,6 +168,21 @@ def test_the_feature_cache_changes_no_output(method, stream, dense_runs):
     assert all(torch.equal(cached.at_end[-1][n], uncached.at_end[-1][n]) for n in cached.at_end[-1])
 
 
+def test_every_method_but_hst_runs_dense_tasks_and_all_leaves_hst_out_of_a_dense_stream():
+    assert set(METHODS) - set(DENSE_METHODS) == {"hst"}
+    assert resolve_methods(["all"], ["itaskonomy"]) == [name for name in METHODS if name != "hst"]
+    assert resolve_methods(["all"], ["split_cifar10"]) == list(METHODS)
+    assert resolve_methods(["all"], ["split_cifar10", "itaskonomy"]) == list(METHODS)  # hst on the CIFAR one only
+
+
+def test_naming_hst_for_a_dense_stream_fails_before_anything_is_built(tmp_path):
+    config = SweepConfig(streams=("split_cifar10", "itaskonomy"), methods=("features", "hst"), seeds=1,
+                         out=str(tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="hst cannot run the dense stream 'itaskonomy'.*leave hst out of --methods"):
+        run_sweep(config)
+    assert not any(tmp_path.iterdir())
+
+
 def test_hst_refuses_a_dense_task_and_says_why(stream):
     strategy = build_strategy("hst", None, TrainConfig(base="midlevel", epochs=1, batch_size=3), evaluator=None)
     with pytest.raises(ConfigError, match="hst cannot run the dense task 'curvature'.*leave hst out"):
@@ -222,24 +239,68 @@ def test_lwf_on_a_dense_stream_distils_and_checkpoints_its_task_outputs(stream, 
     assert restored.lwf.expcount == 3 and restored.lwf.prev_model is not None
 
 
-def test_ewc_fisher_is_that_of_the_dense_task_loss(stream):
+def ewc_on_task0(stream, plugins=(), eval_streams=None):
+    """EWC trained on the curvature task (task 0) over a random mid-level base; its strategy and EWC plugin."""
     RNGManager.set_random_seeds(0)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(common.BASES, "midlevel", random_midlevel)
-        strategy = build_strategy("ewc", None, TrainConfig(base="midlevel", epochs=1, batch_size=3), evaluator=None)
-    strategy.train(stream.train_stream[0], num_workers=0)
-    plugin = next(p for p in strategy.plugins if isinstance(p, EWCPlugin))
+        strategy = build_strategy("ewc", None, TrainConfig(base="midlevel", epochs=1, batch_size=3),
+                                  plugins=plugins, evaluator=None)
+    strategy.train(stream.train_stream[0], eval_streams=eval_streams, num_workers=0)
+    return strategy, next(p for p in strategy.plugins if isinstance(p, EWCPlugin))
 
-    def fisher(loss) -> dict[str, torch.Tensor]:
-        importances = plugin.compute_importances(strategy.model, loss, strategy.optimizer,
-                                                 stream.train_stream[0].dataset, "cpu", 3)
-        return {name: value.data for name, value in importances.items()}
 
-    stored = {name: value.data for name, value in plugin.importances[0].items()}
-    assert any(value.abs().sum() > 0 for name, value in stored.items() if name.startswith("base."))
-    assert all(torch.equal(stored[n], v) for n, v in fisher(PackedTaskLoss("curvature")).items())
+def fisher_matches(strategy, plugin, stream, loss) -> bool:
+    """Whether EWC's stored Fisher of task 0 is the one of ``loss`` on the final model."""
+    importances = plugin.compute_importances(strategy.model, loss, strategy.optimizer,
+                                             stream.train_stream[0].dataset, "cpu", 3)
+    stored = plugin.importances[0]
+    return all(torch.equal(stored[name].data, value.data) for name, value in importances.items())
+
+
+def test_ewc_fisher_is_that_of_the_dense_task_loss(stream):
+    strategy, plugin = ewc_on_task0(stream)
+    assert any(value.data.abs().sum() > 0 for name, value in plugin.importances[0].items() if name.startswith("base."))
+    assert fisher_matches(strategy, plugin, stream, PackedTaskLoss("curvature"))
     # guard: another loss on the same outputs (L1 instead of curvature's L2) gives another Fisher
-    assert not all(torch.equal(stored[n], v) for n, v in fisher(PackedTaskLoss("reshading")).items())
+    assert not fisher_matches(strategy, plugin, stream, PackedTaskLoss("reshading"))
+
+
+class EvaluatedTasks(SupervisedPlugin):
+    """The tasks evaluated, in order (periodic evaluation happens inside training)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tasks: list[int] = []
+
+    def before_eval_exp(self, strategy, **kwargs):
+        self.tasks.append(strategy.experience.current_experience)
+
+
+class CurvatureLosses(SupervisedPlugin):
+    """At every training step, (the loss the strategy trained with, the curvature loss of the same outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pairs: list[tuple[float, float]] = []
+
+    def after_backward(self, strategy, **kwargs):
+        with torch.no_grad():
+            curvature = float(PackedTaskLoss("curvature")(strategy.mb_output, strategy.mb_y))
+        self.pairs.append((strategy.loss.item(), curvature))
+
+
+def test_evaluation_during_training_leaves_the_training_task_loss_to_training_and_ewc(stream):
+    """Avalanche's eval_every evaluates another task (segment_semantic, its own loss) between the curvature
+    task's steps; EWC adds nothing on the first task, so its loss is exactly the curvature loss."""
+    losses, evaluated = CurvatureLosses(), EvaluatedTasks()
+    periodic = PeriodicEval(eval_every=1, peval_mode="iteration")
+    strategy, plugin = ewc_on_task0(stream, plugins=[losses, evaluated, periodic],
+                                    eval_streams=[stream.test_stream[1]])
+    assert evaluated.tasks == [1, 1, 1, 1]  # before training, after each of the 2 steps, after the task
+    assert len(losses.pairs) == 2 and all(loss == curvature for loss, curvature in losses.pairs)
+    assert isinstance(strategy._criterion, PackedTaskLoss) and strategy._criterion.task == "curvature"
+    assert fisher_matches(strategy, plugin, stream, PackedTaskLoss("curvature"))
 
 
 # ------------------------------------------------------------------------------------------ the pieces

@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from continual_side.cli import main
+from continual_side.errors import ConfigError
 from continual_side.methods import METHODS, register_method
 from continual_side.methods.common import SharedBaseModel, pretrained_base
 from continual_side.models.sidetuned import FrozenBase
 from continual_side.streams import STREAMS, register_stream
 from continual_side.streams.benchmark import task_benchmark
 from continual_side.streams.imagefolder import ImageTensors
+from continual_side.sweep import SweepConfig, grid_jobs, resolve_methods
 
 
 @dataclass
@@ -121,6 +123,30 @@ def test_registration_refuses_taken_names_and_options_without_defaults(throwaway
     with pytest.raises(ValueError, match="unknown base 'resnet50'"):
         register_stream("big_base", options=StripesOptions, build=stripes, base="resnet50")
     assert "big_base" not in STREAMS
+
+
+@pytest.fixture()
+def classes_only_and_dense(throwaway):
+    """A method registered for classes only and a stream registered as dense, beside the throwaway ones."""
+    register_method("classes_only", model=lambda options, train: None, trained="", trainable=lambda n, t: False,
+                    dense=False)
+    register_stream("dense_stripes", options=StripesOptions, build=stripes, dense=True)
+    yield
+    METHODS.pop("classes_only")
+    STREAMS.pop("dense_stripes")
+
+
+def test_all_runs_each_stream_with_the_methods_its_kind_of_task_suits(classes_only_and_dense, tmp_path):
+    assert METHODS["noisy_probe"].dense and not STREAMS["stripes"].dense  # the defaults: any task; classes
+    assert "classes_only" not in resolve_methods(["all"], ["dense_stripes"])
+    assert "classes_only" in resolve_methods(["all"], ["stripes"])
+    assert "classes_only" in resolve_methods(["all"], ["stripes", "dense_stripes"])
+    jobs = grid_jobs(SweepConfig(streams=("stripes", "dense_stripes"), methods=("all",), seeds=1, out=str(tmp_path)))
+    runs = {(job.config.stream, job.config.method) for job in jobs}
+    assert {("stripes", "classes_only"), ("stripes", "noisy_probe"), ("dense_stripes", "noisy_probe")} <= runs
+    assert ("dense_stripes", "classes_only") not in runs
+    with pytest.raises(ConfigError, match="classes_only cannot run the dense stream 'dense_stripes'"):
+        resolve_methods(["noisy_probe", "classes_only"], ["stripes", "dense_stripes"])
 
 
 def test_demo_imports_neither_habitat_nor_envs_nor_gymnasium_registrations(tmp_path):

@@ -14,7 +14,9 @@ and lists our choices). The network is :func:`~continual_side.models.hst.vit_cif
    with ``python benchmarks/pretrain_vit_cifar.py`` (distils the shipped ResNet-44 into the ViT on the
    CIFAR-10 training images) and pass them as ``--hst.vit-weights FILE``.
 
-Dense streams (iTaskonomy) are refused: the first dense task raises a ConfigError. HST does not read the
+Dense streams (iTaskonomy) are refused: HST is registered with ``dense=False``, so ``--methods all`` leaves it
+out of a dense stream's sweep and naming it is a ConfigError before anything trains; a dense task given to the
+model anyway raises one too. HST does not read the
 stream's base (the mid-level encoder every other method adapts), its ViT takes only 32 px images (the
 mini-Taskonomy views are larger), and no ViT pre-trained on such views exists here. A decoder on the side
 network's last tokens would run on 32 px inputs, but it would adapt a randomly initialised ViT instead of
@@ -108,4 +110,5 @@ register_method(
     trained="the current task's meta tokens, block LayerNorm copies, hierarchical side network, bridges and head "
             "(on a frozen ViT)",
     trainable=task_parts(HierarchicalSideTuning.trainable_prefixes),
+    dense=False,
 )

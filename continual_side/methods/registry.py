@@ -39,6 +39,8 @@ class MethodSpec:
         bit-identical (the parameter test reads this).
     :param plugins: ``plugins(options)``: the method's own Avalanche plugins (a regulariser, ...).
     :param strategy: the ``PerTaskStrategy`` subclass to train with; None for ``PerTaskStrategy``.
+    :param dense: whether the method runs dense tasks (a stream registered with ``dense=True``, iTaskonomy),
+        not only classes; ``--methods all`` leaves the others out of a dense stream's runs.
     """
 
     name: str
@@ -48,6 +50,11 @@ class MethodSpec:
     trainable: Callable[[str, str], bool]
     plugins: Callable[[Any], Sequence[BasePlugin]] = lambda options: ()
     strategy: type | None = None
+    dense: bool = True
+
+    def runs_on(self, dense_stream: bool) -> bool:
+        """Whether the method runs on a stream of dense tasks (``dense_stream``) or of classes."""
+        return self.dense or not dense_stream
 
     def check_options(self, options: Any | None) -> Any:
         """``options`` if it is this method's options type, its defaults for None, else a ConfigError."""
@@ -66,6 +73,7 @@ def register_method(
     trainable: Callable[[str, str], bool],
     plugins: Callable[[Any], Sequence[BasePlugin]] = lambda options: (),
     strategy: type | None = None,
+    dense: bool = True,
 ) -> MethodSpec:
     """Add a method to the registry (see :class:`MethodSpec` for the arguments) and return its spec.
 
@@ -73,7 +81,7 @@ def register_method(
     """
     check_registration("method", name, METHODS, options)
     spec = MethodSpec(name=name, options=options, model=model, trained=trained, trainable=trainable,
-                      plugins=plugins, strategy=strategy)
+                      plugins=plugins, strategy=strategy, dense=dense)
     METHODS[name] = spec
     return spec
 
@@ -83,6 +91,19 @@ def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def check_method_runs_on(name: str, stream: str, dense: bool) -> None:
+    """Refuse, before anything is built or trained, a method the stream's tasks do not suit.
+
+    :param name: a registered method.
+    :param stream: the stream's name.
+    :param dense: whether the stream's tasks are dense (its ``StreamSpec.dense``).
+    :raises ConfigError: a method registered with ``dense=False`` on a dense stream.
+    """
+    if not get_method(name).runs_on(dense):
+        raise ConfigError(f"{name} cannot run the dense stream {stream!r}: it predicts classes only (registered with "
+                          f"dense=False); leave {name} out of --methods, or pass --methods all, which leaves it out")
 
 
 def shared_base_and_task(name: str, task: str) -> bool:

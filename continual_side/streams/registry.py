@@ -28,12 +28,15 @@ class StreamSpec:
         :func:`continual_side.streams.benchmark.task_benchmark`).
     :param base: the base network a run over this stream uses when its ``TrainConfig.base`` is None
         (a key of ``continual_side.methods.common.BASES``).
+    :param dense: whether its tasks are dense (a ``DenseOutput`` per experience): a sweep's ``--methods all``
+        then leaves out the methods registered with ``dense=False``, known before the stream is built.
     """
 
     name: str
     options: type
     build: Callable[..., CLScenario]
     base: str = DEFAULT_BASE
+    dense: bool = False
 
     def check_options(self, options: Any | None) -> Any:
         """``options`` if it is this stream's options type, its defaults for None, else a ConfigError."""
@@ -44,16 +47,17 @@ STREAMS: dict[str, StreamSpec] = {}
 
 
 def register_stream(name: str, *, options: type, build: Callable[..., CLScenario],
-                    base: str = DEFAULT_BASE) -> StreamSpec:
+                    base: str = DEFAULT_BASE, dense: bool = False) -> StreamSpec:
     """Add a stream to the registry and return its spec.
 
     :param base: its default base network (see :class:`StreamSpec`); the CIFAR ResNet-44 unless given.
+    :param dense: whether its tasks are dense (see :class:`StreamSpec`).
     :raises ValueError: see :func:`continual_side.options.check_registration`, or an unknown base.
     """
     check_registration("stream", name, STREAMS, options)
     if base not in BASES:
         raise ValueError(f"stream {name!r}: unknown base {base!r}; choose one of {', '.join(BASES)}")
-    STREAMS[name] = spec = StreamSpec(name=name, options=options, build=build, base=base)
+    STREAMS[name] = spec = StreamSpec(name=name, options=options, build=build, base=base, dense=dense)
     return spec
 
 
