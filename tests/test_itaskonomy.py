@@ -155,6 +155,10 @@ def test_side_tuning_forgets_no_task_and_fine_tuning_does(tiny_set, tmp_path, ra
     assert table.row("finetune").dense.loss_forgetting.mean == fine.summary["loss_forgetting"]
 
 
+class Crash(Exception):
+    """Stands for the process dying right after a checkpoint was written."""
+
+
 def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, random_midlevel,
                                                                        monkeypatch):
     tasks = ("curvature", "segment_semantic", "class_object", "rgb")
@@ -166,11 +170,11 @@ def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set,
         path = real_save(*args, **kwargs)
         saved.append(path)
         if len(saved) == 2:
-            raise KeyboardInterrupt  # the process dies right after a checkpoint was written
+            raise Crash
         return path
 
     monkeypatch.setattr(checkpoint, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         dense_run(tiny_set, tmp_path, "finetune", tmp_path / "crashed", tasks=tasks)
     monkeypatch.setattr(checkpoint, "save", real_save)
     config = RunConfig(stream="itaskonomy", method="finetune", stream_options=tiny_options(tiny_set, tmp_path, tasks=tasks),
