@@ -26,6 +26,7 @@ from continual_side.errors import ConfigError, ContinualSideError
 from continual_side.executors import ExecutorConfig
 from continual_side.grid import parse_axes
 from continual_side.methods import METHODS, TrainConfig, get_method
+from continual_side.midlevel_training import DistillConfig, PretrainConfig, distill, pretrain
 from continual_side.perf import PerfConfig, format_table, results_file, run_perf
 from continual_side.report import ComparisonTable, table_markdown
 from continual_side.runner import RunConfig, RunOutcome, run
@@ -312,8 +313,24 @@ def taskonomy(argv: list[str]) -> None:
     importlib.import_module("envs.taskonomy_cli").main(argv)
 
 
+def pretrain_command(argv: list[str]) -> None:
+    """Pre-train the mid-level encoder on one mini-Taskonomy domain and compare it with a random one."""
+    summary = pretrain(tyro.cli(PretrainConfig, args=argv, prog="continual-side pretrain"))
+    print(f"{summary['task']} loss on the test buildings, decoder trained on the frozen encoder: "
+          f"pre-trained {summary['frozen_pretrained_test_loss']:.5f}, random {summary['frozen_random_test_loss']:.5f}")
+    print(f"encoder weights: {summary['weights']} (sha256 {summary['weights_sha256']})")
+
+
+def distill_command(argv: list[str]) -> None:
+    """Distill the FCN5 side network from the mid-level encoder's feature map."""
+    summary = distill(tyro.cli(DistillConfig, args=argv, prog="continual-side distill"))
+    print(f"feature MSE on the test buildings: distilled FCN5 {summary['distilled_test_mse']:.5f}, untrained "
+          f"{summary['untrained_test_mse']:.5f}, train mean map {summary['mean_map_test_mse']:.5f}")
+    print(f"FCN5 weights: {summary['weights']} (sha256 {summary['weights_sha256']})")
+
+
 COMMANDS = {"demo": demo, "stream": stream, "bench": bench, "sweep": sweep, "perf": perf, "nav": nav,
-            "taskonomy": taskonomy}
+            "taskonomy": taskonomy, "pretrain": pretrain_command, "distill": distill_command}
 
 
 def _usage() -> str:

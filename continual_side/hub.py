@@ -86,6 +86,29 @@ WEIGHTS: dict[str, WeightsSpec] = {
             licence_file="LICENSE-side-tuning",
             source=f"the 'state_dict' of jozhang97/side-tuning {_SIDE_TUNING}/fcn4-cifar.pth",
         ),
+        # Made by this project on the default mini-Taskonomy (`continual-side taskonomy render`) with the
+        # commands in `source`, and published nowhere else: the packaged copies are the way to get them.
+        WeightsSpec(
+            name="midlevel-curvature",
+            filename="midlevel-curvature.pt",
+            url=None,
+            sha256="2de196cc65926a01c50812365712dea20f7281e7a09661d159e285c83a7505bb",
+            licence="MIT",
+            licence_file="LICENSE-continual-side",
+            source="made by continual-side, no published URL: OMP_NUM_THREADS=1 continual-side pretrain --task "
+                   "curvature --epochs 20 --weights continual_side/assets/weights/midlevel-curvature.pt",
+        ),
+        WeightsSpec(
+            name="fcn5-midlevel",
+            filename="fcn5-midlevel.pt",
+            url=None,
+            sha256="cac32aa71f9f41e3d7c3ff95ad34faf392d8e5bc965529345ec4c798ad253234",
+            licence="MIT",
+            licence_file="LICENSE-continual-side",
+            source="made by continual-side, no published URL: OMP_NUM_THREADS=1 continual-side distill "
+                   "--encoder-weights continual_side/assets/weights/midlevel-curvature.pt --epochs 100 "
+                   "--weights continual_side/assets/weights/fcn5-midlevel.pt",
+        ),
     )
 }
 

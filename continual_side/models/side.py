@@ -12,6 +12,7 @@ from continual_side.errors import ConfigError
 from continual_side.hub import resolve_weights
 from continual_side.models.backbones import CifarResNet
 from continual_side.models.checkpoint import load_weights_file
+from continual_side.models.midlevel import FCN5, MidLevelEncoder, TaskonomyEncoder
 
 SIDE_INITS = ("distilled", "base_copy", "random")
 
@@ -59,25 +60,38 @@ class FeatureExtractor(nn.Module):
         return self.network.features(x)
 
 
-def make_side(init: str, base: CifarResNet) -> nn.Module:
-    """A trainable side network mapping images to (B, 64) features.
+def make_side(init: str, base: nn.Module | None) -> nn.Module:
+    """A trainable side network with the base's feature: (B, 64) for a CIFAR ResNet, the 8-channel
+    map for the mid-level encoder.
 
-    :param init: "distilled" (FCN4 with the hub's fcn4-cifar weights, distilled from ResNet-44),
-        "base_copy" (a trainable deep copy of the base network's feature extractor) or
-        "random" (FCN4, randomly initialised).
-    :param base: the base network; only "base_copy" uses it (it is copied, never shared).
-    :raises ConfigError: for an unknown init.
+    :param init: "distilled" (the paper's side distilled from the base: FCN4 with the hub's fcn4-cifar
+        weights, distilled from ResNet-44, or for a :class:`MidLevelEncoder` FCN5 with the hub's
+        fcn5-midlevel weights, distilled from midlevel-curvature), "base_copy" (a trainable deep copy
+        of the base network's feature extractor) or "random" (FCN4, or FCN5 for the mid-level base,
+        randomly initialised).
+    :param base: the base network; it picks FCN4 or FCN5 and "base_copy" copies it (never shares it).
+        None (a caller without a base) gets FCN4.
+    :raises ConfigError: for an unknown init, or an FCN side for Taskonomy's ResNet-50 (none has its
+        16x stride here).
     :raises WeightsError: when the distilled weights cannot be found or do not fit.
     """
-    if init == "distilled":
-        side = FCN4()
-        load_weights_file(side, resolve_weights("fcn4-cifar"), "the side-tuning FCN4 state_dict (hub: fcn4-cifar)")
-        return side
+    if init not in SIDE_INITS:
+        raise ConfigError(f"unknown side init {init!r}: choose one of {', '.join(SIDE_INITS)}")
     if init == "base_copy":
         network = copy.deepcopy(base)
         network.linear = nn.Identity()  # the classifier is not part of the feature extractor
         side = FeatureExtractor(network.requires_grad_(True))
         return side
-    if init == "random":
-        return FCN4()
-    raise ConfigError(f"unknown side init {init!r}: choose one of {', '.join(SIDE_INITS)}")
+    if isinstance(base, TaskonomyEncoder):
+        raise ConfigError(f"side init {init!r} has no side network for the taskonomy base (FCN5 here has stride 8, "
+                          "the ResNet-50's feature stride 16): use --sidetune.side-init base_copy")
+    if isinstance(base, MidLevelEncoder):
+        side = FCN5()
+        if init == "distilled":
+            load_weights_file(side, resolve_weights("fcn5-midlevel"),
+                              "the FCN5 state_dict distilled from midlevel-curvature (hub: fcn5-midlevel)")
+        return side
+    side = FCN4()
+    if init == "distilled":
+        load_weights_file(side, resolve_weights("fcn4-cifar"), "the side-tuning FCN4 state_dict (hub: fcn4-cifar)")
+    return side
