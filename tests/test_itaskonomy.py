@@ -13,11 +13,8 @@ import torch
 
 from continual_side import checkpoint, runner
 from continual_side.errors import ConfigError, DataRootError
-from continual_side.methods import TrainConfig, common
-from continual_side.methods.sidetune import SideTuneOptions
+from continual_side.methods import TrainConfig
 from continual_side.models.dense_losses import ITASKONOMY_ORDER, TASK_LOSSES
-from continual_side.models import side
-from continual_side.models.midlevel import MidLevelEncoder
 from continual_side.perf import PerfConfig, run_perf
 from continual_side.report import aggregate
 from continual_side.results import (
@@ -46,19 +43,6 @@ def tiny_set(tmp_path_factory):
     render_taskonomy(TaskonomyRenderConfig(buildings=BUILDINGS, views_per_building=4, resolution=SIZE, out=out,
                                            workers=1))
     return out
-
-
-@pytest.fixture()
-def random_midlevel(monkeypatch):
-    """A randomly initialised mid-level base, so runs need no pre-trained hub weights."""
-    monkeypatch.setitem(common.BASES, "midlevel", lambda weights=None: MidLevelEncoder())
-
-
-@pytest.fixture()
-def random_distilled_side(monkeypatch):
-    """side_init="distilled" keeps FCN5's random weights (the hub's fcn5-midlevel may not be there)."""
-    monkeypatch.setattr(side, "load_weights_file", lambda network, path, expected: None)
-    monkeypatch.setattr(side, "resolve_weights", lambda name: None)
 
 
 def tiny_options(tiny_set, tmp_path, **changes) -> ITaskonomyOptions:
@@ -122,8 +106,9 @@ def dense_run(tiny_set, tmp_path, method, out, method_options=None, **options) -
         out=str(out), progress=False))
 
 
-def test_side_tuning_forgets_no_task_and_fine_tuning_does(tiny_set, tmp_path, random_midlevel):
-    side = dense_run(tiny_set, tmp_path, "sidetune", tmp_path / "runs", SideTuneOptions(side_init="random"))
+def test_side_tuning_forgets_no_task_and_fine_tuning_does(tiny_set, tmp_path):
+    """With the packaged mid-level base (midlevel-curvature) and its distilled FCN5 side (fcn5-midlevel)."""
+    side = dense_run(tiny_set, tmp_path, "sidetune", tmp_path / "runs")
     fine = dense_run(tiny_set, tmp_path, "finetune", tmp_path / "runs")
     count = len(ITASKONOMY_ORDER)
     for outcome in (side, fine):
@@ -159,8 +144,7 @@ class Crash(Exception):
     """Stands for the process dying right after a checkpoint was written."""
 
 
-def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, random_midlevel,
-                                                                       monkeypatch):
+def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, monkeypatch):
     tasks = ("curvature", "segment_semantic", "class_object", "rgb")
     whole = dense_run(tiny_set, tmp_path, "finetune", tmp_path / "whole", tasks=tasks)
     real_save = checkpoint.save
@@ -239,8 +223,7 @@ def test_the_comparison_of_dense_runs_matches_hand_computation(tmp_path):
     assert json.loads((folder / "comparison.json").read_text())["rows"][1]["dense"]["loss_forgetting"]["mean"] == 0.0
 
 
-def test_perf_measures_side_and_fine_tuning_on_the_first_dense_task(tiny_set, tmp_path, random_midlevel,
-                                                                    random_distilled_side):
+def test_perf_measures_side_and_fine_tuning_on_the_first_dense_task(tiny_set, tmp_path):
     report = run_perf(PerfConfig(train=TrainConfig(epochs=2, batch_size=2), variants=("naive", "finetune", "sidetune"),
                                  out=str(tmp_path / "perf")), "itaskonomy", tiny_options(tiny_set, tmp_path))
     assert report["config"]["train"]["base"] == "midlevel" and report["same_batches"]
