@@ -16,8 +16,8 @@ the mid-level base, and side-tuning's epoch reads the frozen base's features fro
 
 Each epoch's CPU time (this process's, all its threads) is recorded beside its wall time: on a machine
 whose cores other jobs share, wall times swing with their load while CPU times move much less
-(measured on 2 cores at a load average of 3-4, five runs of the same itaskonomy measurement: the
-side-tuning/fine-tuning ratio of epoch wall times 0.21 to 0.49, of CPU times 0.41 to 0.47), so the
+(measured on 2 cores at a load average of 3-4, five runs of one itaskonomy measurement: the
+side-tuning/fine-tuning ratio of epoch wall times ranged over a factor 2.3, of CPU times over 1.15), so the
 CPU-time ratio is the stabler estimate of the wall-time ratio on a quiet machine (on a GPU it counts
 the host's work only).
 """
