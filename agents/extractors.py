@@ -25,8 +25,8 @@ Linear/Conv2d inside the extractor, pre-trained weights included: :func:`nav_pol
 Bases are registered by name (:func:`register_base`); a base builder takes ``weights`` (True: its
 default pre-trained weights, False: random initialisation, or a file path) and returns a module with
 ``features(x)``: (B, 3, H, W) images in [0, 1] -> (B, C, 8, 8) maps, and ``feature_dim = C``. The
-CIFAR ResNets are registered here; the mid-level (Taskonomy-style) encoder registers itself the
-same way once it lands.
+mid-level (Taskonomy-style) encoder, the default as the paper's agents use a frozen mid-level
+encoder, and the CIFAR ResNets are registered here.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from torch import nn
 
 from continual_side.errors import ConfigError
 from continual_side.models import FCN4, MERGE_NAMES, FrozenBase, make_merge, resnet20, resnet44
+from continual_side.models.midlevel import MidLevelEncoder, midlevel
 from continual_side.models.side import SIDE_INITS, make_side
 from envs.gym_env import GOAL_KEY
 
@@ -87,8 +88,27 @@ class CifarResNetMaps(nn.Module):
     forward = features
 
 
+class MidLevelMaps(nn.Module):
+    """The mid-level encoder's feature map (8 channels, stride 8), pooled to MAP_SIZE x MAP_SIZE.
+
+    :param network: a :class:`~continual_side.models.midlevel.MidLevelEncoder`.
+    """
+
+    def __init__(self, network: MidLevelEncoder):
+        super().__init__()
+        self.network = network
+        self.feature_dim = network.feature_dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 8, MAP_SIZE, MAP_SIZE)."""
+        return F.adaptive_avg_pool2d(self.network.features(imagenet_normalise(x)), MAP_SIZE)
+
+    forward = features
+
+
 BaseBuilder = Callable[["str | bool"], nn.Module]
 BASES: dict[str, BaseBuilder] = {
+    "midlevel": lambda weights: MidLevelMaps(midlevel(weights=weights)),
     "resnet20": lambda weights: CifarResNetMaps(resnet20(weights=weights)),
     "resnet44": lambda weights: CifarResNetMaps(resnet44(weights=weights)),
 }
@@ -117,11 +137,11 @@ def make_base(name: str, weights: str | bool) -> nn.Module:
 
 
 class SideMaps(nn.Module):
-    """A side network as a feature-map network: FCN4's convolutions (or a copy of the base), pooled
-    to MAP_SIZE x MAP_SIZE and projected to the base's channels when they differ.
+    """A side network as a feature-map network, pooled to MAP_SIZE x MAP_SIZE and projected to the
+    base's channels when they differ: the mid-level base's FCN5 (distilled from it, as the paper's
+    sides), FCN4's convolutions for a CIFAR ResNet base, or a trainable copy of the base.
 
-    :param init: "distilled" (FCN4 distilled from ResNet-44), "random" (FCN4) or "base_copy"
-        (a trainable copy of the base's map network).
+    :param init: "distilled", "random" or "base_copy" (see ``continual_side.models.side.make_side``).
     :param base_maps: the base's map network (copied for "base_copy"; its feature_dim sets the width).
     """
 
@@ -132,8 +152,8 @@ class SideMaps(nn.Module):
             self.fcn = None
             width = base_maps.feature_dim
         else:
-            self.fcn = make_side(init, base=None)
-            width = FCN4.feature_dim
+            self.fcn = make_side(init, base=getattr(base_maps, "network", None))
+            width = self.fcn.feature_dim
         self.project = nn.Identity() if width == base_maps.feature_dim else nn.Conv2d(width, base_maps.feature_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +161,7 @@ class SideMaps(nn.Module):
         if self.fcn is None:
             return self.project(self.network.features(x))
         fcn, x = self.fcn, imagenet_normalise(x)
-        out = fcn.conv5(fcn.conv3(fcn.conv2(fcn.conv1(x))))
+        out = fcn.conv5(fcn.conv3(fcn.conv2(fcn.conv1(x)))) if isinstance(fcn, FCN4) else fcn(x)
         return self.project(F.adaptive_avg_pool2d(out, MAP_SIZE))
 
 
@@ -160,7 +180,7 @@ class EncoderConfig:
     """
 
     mode: EncoderMode = "sidetune"
-    base: str = "resnet20"
+    base: str = "midlevel"
     base_weights: str | None = None
     side_init: str = "distilled"
     merge: str = "alpha"
@@ -200,7 +220,7 @@ class NavEncoder(BaseFeaturesExtractor):
     :param hidden_size: width of the fused visual feature.
     """
 
-    def __init__(self, observation_space: spaces.Dict, mode: EncoderMode = "sidetune", base: str = "resnet20",
+    def __init__(self, observation_space: spaces.Dict, mode: EncoderMode = "sidetune", base: str = "midlevel",
                  base_weights: str | None = None, side_init: str = "distilled", merge: str = "alpha",
                  use_depth: bool = True, hidden_size: int = 256):
         config = EncoderConfig(mode, base, base_weights, side_init, merge, use_depth, hidden_size)

@@ -55,7 +55,7 @@ class NavTrainConfig:
 
     :param algo: ppo, bc (behaviour cloning) or dagger.
     :param encoder: blind, scratch, features (frozen base), finetune or sidetune.
-    :param base: registered base encoder (resnet20, resnet44; the mid-level encoder once it lands).
+    :param base: registered base encoder: midlevel (the mid-level encoder pre-trained on curvature, as the paper's agents), resnet20 or resnet44.
     :param base_weights: the base's weights file; default: the base's pre-trained weights.
     :param side_init: sidetune's side network: distilled, random or base_copy.
     :param merge: sidetune's merge operator.
@@ -104,7 +104,7 @@ class NavTrainConfig:
 
     algo: Algo = "ppo"
     encoder: EncoderMode = "sidetune"
-    base: str = "resnet20"
+    base: str = "midlevel"
     base_weights: str | None = None
     side_init: str = "distilled"
     merge: str = "alpha"

@@ -44,7 +44,7 @@ def _space(channels_first: bool, precomputed: bool) -> gymnasium.spaces.Dict:
     spaces = {"rgb": image(3 * FRAMES), "depth": image(FRAMES),
               GOAL_KEY: gymnasium.spaces.Box(-30, 30, (3 * FRAMES,), np.float32)}
     if precomputed:
-        spaces[BASE_FEATURES_KEY] = gymnasium.spaces.Box(-np.inf, np.inf, (64 * FRAMES, MAP_SIZE, MAP_SIZE), np.float32)
+        spaces[BASE_FEATURES_KEY] = gymnasium.spaces.Box(-np.inf, np.inf, (make_base(EncoderConfig().base, False).feature_dim * FRAMES, MAP_SIZE, MAP_SIZE), np.float32)
     return gymnasium.spaces.Dict(spaces)
 
 
@@ -94,7 +94,7 @@ def _base_state(module) -> dict[str, torch.Tensor]:
 
 
 def _pretrained_state() -> dict[str, torch.Tensor]:
-    return _base_state(make_base("resnet20", True))
+    return _base_state(make_base(EncoderConfig().base, True))
 
 
 @pytest.mark.parametrize("mode", ["finetune", "sidetune"])
@@ -117,7 +117,8 @@ def test_features_trains_no_base_parameter_and_finetune_all_of_them():
     sidetune = _policy(space, "sidetune").features_extractor
     assert sum(p.numel() for p in features.base.parameters() if p.requires_grad) == 0
     assert all(p.requires_grad for p in finetune.visual.parameters())
-    assert sum(p.numel() for p in finetune.visual.parameters()) > 250_000
+    base_size = sum(p.numel() for p in make_base(EncoderConfig().base, False).parameters())
+    assert sum(p.numel() for p in finetune.visual.parameters()) == base_size > 100_000
     assert sum(p.numel() for p in sidetune.base.parameters() if p.requires_grad) == 0
     assert all(p.requires_grad for p in sidetune.side.parameters())
 
@@ -236,8 +237,8 @@ def test_bc_reaches_80_percent_success_on_its_own_training_episodes():
           np.random.default_rng(0))
     results, _ = evaluate_episodes(env, greedy_actor(model), episodes)
     env.close()
-    assert np.mean([r.success for r in untrained]) < 0.5
-    assert np.mean([r.success for r in results]) >= 0.8
+    before, after = np.mean([r.success for r in untrained]), np.mean([r.success for r in results])
+    assert after >= 0.8 and after - before >= 0.3, (before, after)  # easy episodes: luck alone reaches some
 
 
 def test_ppo_checkpoints_resumes_and_records_val_success_and_spl(tmp_path):

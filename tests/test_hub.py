@@ -37,9 +37,10 @@ def test_registry_has_full_checksums_and_packaged_files_match_them():
     assert all(len(spec.sha256) == 64 for spec in hub.WEIGHTS.values())
     packaged = sorted(p.name for p in hub.PACKAGED_DIR.iterdir())
     assert packaged == [
-        "LICENSE-akamaster", "LICENSE-side-tuning", "fcn4-cifar-side-tuning.pt", "resnet44-cifar10-akamaster.th"
+        "LICENSE-akamaster", "LICENSE-continual-side", "LICENSE-side-tuning", "fcn4-cifar-side-tuning.pt",
+        "fcn5-midlevel.pt", "midlevel-curvature.pt", "resnet44-cifar10-akamaster.th",
     ]
-    for name in (R44, "fcn4-cifar"):
+    for name in (R44, "fcn4-cifar", "midlevel-curvature", "fcn5-midlevel"):
         spec = hub.WEIGHTS[name]
         assert hub.file_sha256(hub.PACKAGED_DIR / spec.filename) == spec.sha256
         assert (hub.PACKAGED_DIR / spec.licence_file).is_file()
