@@ -60,20 +60,33 @@ class DemoConfig:
 
 
 def format_matrix(outcome: RunOutcome) -> str:
-    """The accuracy matrix as text: rows = after training task i, columns = task j (upper triangle '-')."""
-    acc = outcome.acc_matrix
-    n = len(acc)
-    header = "after \\ task " + " ".join(f"{j:>6d}" for j in range(n))
-    rows = [
-        f"{i:>12d} " + " ".join(f"{100 * acc[i, j]:6.1f}" if j <= i else f"{'-':>6}" for j in range(n))
-        for i in range(n)
-    ]
+    """The run's matrix as text: rows = after training task i, columns = task j (upper triangle '-').
+
+    Accuracy (%) for a classification stream; test loss for a dense stream (iTaskonomy), with its
+    loss forgetting and the accuracy of its classification-like tasks.
+    """
+    dense = outcome.loss_matrix is not None
+    matrix = outcome.loss_matrix if dense else 100 * outcome.acc_matrix
+    n = len(matrix)
+    names = outcome.task_names if dense else [str(j) for j in range(n)]
+    width = max(7, *(len(name) for name in names))
+    header = "after \\ task " + " ".join(f"{name:>{width}}" for name in names)
+    cell = (lambda v: f"{v:{width}.4g}") if dense else (lambda v: f"{v:{width}.1f}")
+    rows = [f"{i:>12d} " + " ".join(cell(matrix[i, j]) if j <= i else f"{'-':>{width}}" for j in range(n))
+            for i in range(n)]
     s = outcome.summary
-    footer = (
-        f"average accuracy {100 * s['average_accuracy']:.2f}%  forgetting {100 * s['forgetting']:.2f}%  "
-        f"BWT {100 * s['backward_transfer']:+.2f}%  ({s['wall_time_s']:.0f} s)\nrun folder: {outcome.run_dir}"
-    )
-    return "\n".join(["accuracy (%) on each task's test set:", header, *rows, footer])
+    if dense:
+        title = "test loss on each task (lower is better):"
+        scores = f"mean final loss {s['mean_final_loss']:.4g}  loss forgetting {s['loss_forgetting']:.4g}"
+        if s["accuracy"]:
+            final = s["accuracy"]["final_accuracy_per_task"]
+            scores += "  accuracy " + ", ".join(f"{task} {100 * value:.1f}%" for task, value in final.items())
+    else:
+        title = "accuracy (%) on each task's test set:"
+        scores = (f"average accuracy {100 * s['average_accuracy']:.2f}%  forgetting {100 * s['forgetting']:.2f}%  "
+                  f"BWT {100 * s['backward_transfer']:+.2f}%")
+    footer = f"{scores}  ({s['wall_time_s']:.0f} s)\nrun folder: {outcome.run_dir}"
+    return "\n".join([title, header, *rows, footer])
 
 
 def _arg(help_text: str, default: Any = dataclasses.MISSING, *, prefix: bool = True,

@@ -92,7 +92,7 @@ WEIGHTS: dict[str, WeightsSpec] = {
             name="midlevel-curvature",
             filename="midlevel-curvature.pt",
             url=None,
-            sha256="2de196cc65926a01c50812365712dea20f7281e7a09661d159e285c83a7505bb",
+            sha256="9f69f5ac94bb60469692d59982c5c6c811b2dfe59541dd45d3679fc8a3c918ef",
             licence="MIT",
             licence_file="LICENSE-continual-side",
             source="made by continual-side, no published URL: OMP_NUM_THREADS=1 continual-side pretrain --task "
@@ -102,7 +102,7 @@ WEIGHTS: dict[str, WeightsSpec] = {
             name="fcn5-midlevel",
             filename="fcn5-midlevel.pt",
             url=None,
-            sha256="cac32aa71f9f41e3d7c3ff95ad34faf392d8e5bc965529345ec4c798ad253234",
+            sha256="e1c9a7066c51975403b1e0e502543fe870da42c5f1af645732409602e89f1ea2",
             licence="MIT",
             licence_file="LICENSE-continual-side",
             source="made by continual-side, no published URL: OMP_NUM_THREADS=1 continual-side distill "
