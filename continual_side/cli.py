@@ -163,7 +163,8 @@ def parse_stream(argv: list[str]) -> RunConfig:
 def parse_bench(argv: list[str]) -> BenchConfig:
     """``continual-side bench``: every chosen method x seed over one stream, then the comparison."""
     stream = _selection(argv, "--stream", "demo")
-    methods = resolve_methods(_selection(argv, "--methods", [ALL_METHODS], many=True))
+    get_stream(stream)
+    methods = resolve_methods(_selection(argv, "--methods", [ALL_METHODS], many=True), [stream])
     command = _command("bench", "Every method x every seed over one stream, then the comparison table and figures.", [
         *_stream_fields(stream),
         ("methods", tuple[str, ...], *_arg(f"registered methods ({', '.join(METHODS)}) or {ALL_METHODS}.",
@@ -218,9 +219,9 @@ def parse_sweep(argv: list[str]) -> SweepConfig:
     """``continual-side sweep``: streams x methods x seeds x grid values; flags override the TOML file."""
     document = read_sweep_file(_selection(argv, "--config", None))
     streams = _selection(argv, "--streams", document.get("streams", ["demo"]), many=True)
-    methods = resolve_methods(_selection(argv, "--methods", document.get("methods", [ALL_METHODS]), many=True))
     for name in streams:
         get_stream(name)
+    methods = resolve_methods(_selection(argv, "--methods", document.get("methods", [ALL_METHODS]), many=True), streams)
 
     def options_field(name: str, options: type, help_text: str) -> tuple:
         value = _from_file(document, name, options)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from continual_side import checkpoint, plots
 from continual_side.errors import ConfigError
 from continual_side.methods import TrainConfig, build_strategy, get_method
+from continual_side.methods.registry import check_method_runs_on
 from continual_side.methods.common import task_output
 from continual_side.models.dense_losses import TASK_LOSSES, correct_and_count, unpack_target
 from continual_side.models.heads import DenseOutput, TaskOutput
@@ -88,6 +89,7 @@ class RunConfig:
         stream = get_stream(self.stream)
         stream_options = stream.check_options(self.stream_options)
         method_options = get_method(self.method).check_options(self.method_options)
+        check_method_runs_on(self.method, self.stream, stream.dense)
         run_folder(self.out, self.stream, self.method, self.seed)  # names and seed usable as a folder
         train = stream_train_config(self.train, self.stream).check()
         return RunConfig(**{**vars(self), "stream_options": stream_options, "method_options": method_options,
