@@ -34,6 +34,7 @@ class AgentPerfConfig:
     """PPO steps/s and BC epoch time for every encoder mode.
 
     :param modes: encoder modes to time.
+    :param base: the registered base of the encoders.
     :param size: square image size.
     :param n_envs: PPO's envs (DummyVecEnv).
     :param n_steps: PPO rollout steps per env.
@@ -46,6 +47,7 @@ class AgentPerfConfig:
     """
 
     modes: tuple[str, ...] = ENCODER_MODES
+    base: str = "midlevel"
     size: int = 64
     n_envs: int = 2
     n_steps: int = 128
@@ -59,7 +61,7 @@ class AgentPerfConfig:
 
 def time_ppo(config: AgentPerfConfig, mode: str) -> dict:
     """PPO steps/s and the rollout / update split for one mode."""
-    encoder, env_config = EncoderConfig(mode=mode), EnvConfig(width=config.size, height=config.size)
+    encoder, env_config = EncoderConfig(mode=mode, base=config.base), EnvConfig(width=config.size, height=config.size)
     env = make_agent_env(env_config, encoder, split="train", n_envs=config.n_envs)
     model = PPO("MultiInputPolicy", env, n_steps=config.n_steps, batch_size=config.batch_size,
                 n_epochs=config.n_epochs, policy_kwargs=nav_policy_kwargs(encoder), seed=0)
@@ -83,7 +85,7 @@ def time_ppo(config: AgentPerfConfig, mode: str) -> dict:
 
 def time_bc(config: AgentPerfConfig, mode: str, trajectories) -> dict:
     """BC data preparation and epoch seconds for one mode."""
-    encoder, env_config = EncoderConfig(mode=mode), EnvConfig(width=config.size, height=config.size)
+    encoder, env_config = EncoderConfig(mode=mode, base=config.base), EnvConfig(width=config.size, height=config.size)
     env = make_agent_env(env_config, encoder, split="train")
     model = PPO("MultiInputPolicy", env, policy_kwargs=nav_policy_kwargs(encoder), seed=0)
     start = time.perf_counter()
