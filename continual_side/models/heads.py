@@ -25,6 +25,7 @@ class DenseOutput:
 
 
 TaskOutput = int | DenseOutput
+POOLED_GRID = 4
 """A task's output: its number of classes (classification) or a :class:`DenseOutput`."""
 
 
@@ -64,16 +65,20 @@ class DenseDecoder(nn.Module):
 
 
 class PooledClassifier(nn.Module):
-    """Global average pooling of a feature map (a vector passes as is), then a linear classifier."""
+    """A linear classifier on a feature map average-pooled to ``POOLED_GRID`` x ``POOLED_GRID`` and
+    flattened: a per-image prediction (class_object) from a map feature.
+
+    Not a global average: the mid-level encoder's map ends in a per-channel GroupNorm, so each
+    channel's global mean is nearly the same for every image; where things are in the view is what
+    tells them apart.
+    """
 
     def __init__(self, in_dim: int, num_classes: int):
         super().__init__()
-        self.linear = nn.Linear(in_dim, num_classes)
+        self.linear = nn.Linear(in_dim * POOLED_GRID * POOLED_GRID, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if features.dim() == 4:
-            features = features.mean(dim=(2, 3))
-        return self.linear(features)
+        return self.linear(F.adaptive_avg_pool2d(features, POOLED_GRID).flatten(1))
 
 
 def make_head(in_dim: int, output: TaskOutput, *, stride: int = 1) -> nn.Module:
