@@ -234,7 +234,8 @@ def setting_folder(setting: Sequence[tuple[str, Any]]) -> str:
 def stream_jobs(*, streams: Sequence[str], stream_options: Mapping[str, Any], methods: Sequence[str],
                 method_options: Mapping[str, Any], axes: Mapping[tuple[str, str], list[Any]], seeds: int,
                 base: RunConfig) -> list[RunJob]:
-    """Every stream run of a grid, checked, in stream, stream setting, method, method setting, seed order.
+    """Every stream run of a grid that suits its stream (dense or class tasks), checked, in stream, stream
+    setting, method, method setting, seed order.
 
     :param streams: the streams.
     :param stream_options: each stream's own options (missing: its defaults).
@@ -251,6 +252,8 @@ def stream_jobs(*, streams: Sequence[str], stream_options: Mapping[str, Any], me
         for stream_variant, stream_setting in _variants(stream, get_stream(stream).check_options(
                 stream_options.get(stream)), axes):
             for method in methods:
+                if not get_method(method).runs_on(get_stream(stream).dense):
+                    continue  # e.g. --methods all over a class stream and a dense one: HST on the class one only
                 for method_variant, method_setting in _variants(method, get_method(method).check_options(
                         method_options.get(method)), axes):
                     setting = stream_setting + method_setting

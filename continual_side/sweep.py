@@ -191,7 +191,7 @@ def grid_jobs(config: SweepConfig) -> list[RunJob]:
                        method_options=config.method_options, axes=typed_axes(config.grid, streams, methods),
                        seeds=config.seeds, base=RunConfig(train=config.train, out=config.out,
                                                           tensorboard=config.tensorboard, progress=False))
-    return [job for job in jobs if _runs_on(job.config.method, job.config.stream)]  # all over dense and class streams
+    return jobs
 
 
 def run_sweep(config: SweepConfig) -> SweepResult:
