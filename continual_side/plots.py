@@ -7,6 +7,7 @@ Each function returns a :class:`matplotlib.figure.Figure`; save it with
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -47,6 +48,18 @@ def _steps_axis(axes, count: int) -> None:
     axes.grid(alpha=0.3)
 
 
+def _task_lines(curves: list[np.ndarray], task_names: Sequence[str]) -> tuple[Figure, Any]:
+    """A figure with one line per task: curve j drawn from training step j + 1 to the last."""
+    names = _checked_names(task_names, len(curves))
+    figure = _new_figure(7.0 + 0.15 * len(curves), 4.5)
+    axes = figure.add_subplot()
+    colours = colormaps["tab20" if len(curves) > 10 else "tab10"]
+    for task, (name, curve) in enumerate(zip(names, curves)):
+        steps = np.arange(task + 1, len(curves) + 1)
+        axes.plot(steps, curve, marker="o", markersize=3, color=colours(task % colours.N), label=name)
+    return figure, axes
+
+
 def accuracy_over_stream(R: np.ndarray, task_names: Sequence[str], *, title: str = "Accuracy over the stream") -> Figure:
     """One line per task: its accuracy after each training step, from the step it was learned.
 
@@ -55,13 +68,7 @@ def accuracy_over_stream(R: np.ndarray, task_names: Sequence[str], *, title: str
     :param title: figure title.
     """
     curves = accuracy_curves(R)
-    names = _checked_names(task_names, len(curves))
-    figure = _new_figure(7.0 + 0.15 * len(curves), 4.5)
-    axes = figure.add_subplot()
-    colours = colormaps["tab20" if len(curves) > 10 else "tab10"]
-    for task, (name, curve) in enumerate(zip(names, curves)):
-        steps = np.arange(task + 1, len(curves) + 1)
-        axes.plot(steps, curve, marker="o", markersize=3, color=colours(task % colours.N), label=name)
+    figure, axes = _task_lines(curves, task_names)
     _steps_axis(axes, len(curves))
     axes.set_ylabel("test accuracy")
     axes.set_title(title)
@@ -214,13 +221,7 @@ def loss_over_stream(L: np.ndarray, task_names: Sequence[str], *, title: str = "
     :param title: figure title.
     """
     curves = loss_curves(L)
-    names = _checked_names(task_names, len(curves))
-    figure = _new_figure(7.0 + 0.15 * len(curves), 4.5)
-    axes = figure.add_subplot()
-    colours = colormaps["tab20" if len(curves) > 10 else "tab10"]
-    for task, (name, curve) in enumerate(zip(names, curves)):
-        steps = np.arange(task + 1, len(curves) + 1)
-        axes.plot(steps, curve, marker="o", markersize=3, color=colours(task % colours.N), label=name)
+    figure, axes = _task_lines(curves, task_names)
     if all(curve.min() > 0 for curve in curves):
         axes.set_yscale("log")
     axes.set_xticks(range(1, len(curves) + 1))
