@@ -7,9 +7,10 @@ from typing import Annotated, Union
 
 import tyro
 
-from agents.bench import NavBenchConfig, run_nav_bench
+from agents.bench import BENCH_TABLE, NavBenchConfig, run_nav_bench
 from agents.eval_run import NavEvalConfig, evaluate_run
 from agents.train import NavTrainConfig, train
+from continual_side.cli import report_runs
 
 
 def main(argv: list[str]) -> None:
@@ -34,6 +35,8 @@ def main(argv: list[str]) -> None:
               f"distance to goal {summary['distance_to_goal']:.2f} m, collisions {summary['collisions']:.1f}; "
               f"written to {Path(config.run_dir) / f'eval-{config.split}'}")
     else:
-        folder = run_nav_bench(config)
-        print((folder / "table.md").read_text(encoding="utf-8"), end="")
-        print(f"comparison folder: {folder}")
+        result = run_nav_bench(config)
+        if result.folder is not None:
+            print((result.folder / BENCH_TABLE).read_text(encoding="utf-8"), end="")
+            print(f"comparison folder: {result.folder}")
+        report_runs(result.runs)

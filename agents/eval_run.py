@@ -34,7 +34,8 @@ class NavEvalConfig:
 
 
 def evaluate_run(config: NavEvalConfig) -> dict:
-    """Play the run's model on the split's episodes; write episodes.csv, summary.json and paths.png."""
+    """Play the run's model on the split's episodes; write episodes.csv, summary.json (the means, and the
+    episodes asked for, None for all, so that a bench knows whether it can reuse them) and paths.png."""
     trained = read_run_config(config.run_dir)
     env = make_agent_env(trained.env_config(), trained.encoder_config(), split=config.split, render=True)
     model = load_model(config.run_dir, env=env, device=config.device)
@@ -44,4 +45,5 @@ def evaluate_run(config: NavEvalConfig) -> dict:
     folder = Path(config.run_dir) / f"eval-{config.split}"
     title = f"{trained.method} seed {trained.seed} on {config.split}"
     return write_evaluation(folder, results, maps, title, config.maps,
-                            extra={"split": config.split, "run_dir": str(config.run_dir), "wall_time_s": seconds})
+                            extra={"split": config.split, "requested_episodes": config.episodes,
+                                   "run_dir": str(config.run_dir), "wall_time_s": seconds})

@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ from agents.imitation import CloningConfig, CloningData, Trajectories, clone, co
 from agents.vec_env import EnvConfig, make_agent_env
 from continual_side.atomic import atomic_write_text
 from continual_side.errors import ConfigError
-from continual_side.results import CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, RunWriter, jsonable, run_folder, save_figure
+from continual_side.results import (CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, RunWriter, differing_settings, jsonable,
+                                    run_folder, save_figure)
 from envs.evaluation import summarize
 
 Algo = Literal["ppo", "bc", "dagger"]
@@ -176,6 +177,12 @@ class NavTrainConfig:
         return f"{self.algo}-{self.encoder}"
 
 
+def run_settings(config: NavTrainConfig) -> dict[str, Any]:
+    """The options that change what a run learns (all but :data:`NOT_SETTINGS`): a run folder is resumed or
+    reused only with the same ones."""
+    return {key: value for key, value in asdict(config).items() if key not in NOT_SETTINGS}
+
+
 def read_run_config(run_dir: Path) -> NavTrainConfig:
     """The NavTrainConfig a run folder was trained with.
 
@@ -263,7 +270,8 @@ def curves_figure(events: list[dict], x_key: str, title: str) -> Figure:
     return figure
 
 
-def _latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    """The newest PPO checkpoint in the run folder and its step count; None when there is none."""
     found = [(path, int(match.group(1))) for path in (run_dir / CHECKPOINT_DIR).glob("ppo_*_steps.zip")
              if (match := _CHECKPOINT.fullmatch(path.name))]
     return max(found, key=lambda item: item[1]) if found else None
@@ -274,12 +282,10 @@ def _open_run(config: NavTrainConfig) -> tuple[RunWriter, tuple[Path, int] | Non
     if not config.resume:
         return RunWriter(config.out, "nav", config.method, config.seed, overwrite=config.overwrite), None
     path = run_folder(config.out, "nav", config.method, config.seed)
-    checkpoint = _latest_checkpoint(path)
+    checkpoint = latest_checkpoint(path)
     if checkpoint is None:
         raise ConfigError(f"nothing to resume in {path}: no {CHECKPOINT_DIR}/ppo_<steps>_steps.zip (start without --resume)")
-    earlier = read_run_config(path)
-    changed = sorted(key for key, value in asdict(config).items()
-                     if key not in NOT_SETTINGS and asdict(earlier).get(key) != value)
+    changed = differing_settings(run_settings(read_run_config(path)), run_settings(config))
     if changed:
         raise ConfigError(f"--resume with settings that differ from {path / CONFIG_FILE}: {', '.join(changed)}")
     lines = (path / EVENTS_FILE).read_text(encoding="utf-8").splitlines() if (path / EVENTS_FILE).is_file() else []

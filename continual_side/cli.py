@@ -17,8 +17,9 @@ import importlib
 import importlib.util
 import sys
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, make_dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import tyro
 
@@ -31,7 +32,8 @@ from continual_side.perf import PerfConfig, format_table, results_file, run_perf
 from continual_side.report import ComparisonTable, table_markdown
 from continual_side.runner import RunConfig, RunOutcome, run
 from continual_side.streams import STREAMS, get_stream
-from continual_side.sweep import ALL_METHODS, BenchConfig, SweepConfig, resolve_methods, run_bench, run_sweep
+from continual_side.sweep import (ALL_METHODS, Action, BenchConfig, RunReport, SweepConfig, resolve_methods, run_bench,
+                                  run_sweep)
 
 
 @dataclass
@@ -292,13 +294,19 @@ def sweep(argv: list[str]) -> None:
     result = run_sweep(parse_sweep(argv))
     for table in result.tables:
         _print_table(table)
-    counts = {action: sum(report.action == action for report in result.runs)
-              for action in ("skipped", "started", "resumed", "restarted")}
-    print(f"{len(result.runs)} runs: " + ", ".join(f"{count} {action}" for action, count in counts.items())
-          + f", {len(result.failed)} failed")
-    for report in result.failed:
+    report_runs(result.runs)
+
+
+def report_runs(runs: Sequence[RunReport]) -> None:
+    """Print how many runs were skipped, started, resumed, restarted and failed, then each failure (which run,
+    its error, its log) on stderr; exit with code 1 if any failed (after what completed was reported)."""
+    counts = {action: sum(report.action == action for report in runs) for action in get_args(Action)}
+    failed = [report for report in runs if report.error is not None]
+    print(f"{len(runs)} runs: " + ", ".join(f"{count} {action}" for action, count in counts.items())
+          + f", {len(failed)} failed")
+    for report in failed:
         print(f"failed: {report.job.name}: {report.error} (log: {report.job.log})", file=sys.stderr)
-    if result.failed:
+    if failed:
         raise SystemExit(1)
 
 

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from continual_side.errors import ConfigError
-from continual_side.grid import RUN_KINDS, RunJob
+from continual_side.grid import RunJob
 
 Executor = Literal["local", "ray"]
 
@@ -109,7 +109,7 @@ def train_job(job: RunJob, threads: int) -> str | None:
               f"{threads} torch threads, resume={getattr(job.config, 'resume', False)})", flush=True)
         torch.set_num_threads(threads)
         try:
-            RUN_KINDS[job.kind].train(job.config)
+            job.kind.train(job.config)
         except Exception as error:  # reported, so that the other runs go on
             traceback.print_exc()
             return f"{type(error).__name__}: {error}".splitlines()[0]

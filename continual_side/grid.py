@@ -14,9 +14,10 @@ by ``+`` (``runs/sidetune.merge=film/split_cifar10/sidetune/seed-0/``; ``setting
 does not fit in a folder name). A setting folder always holds a ``=``, which no stream or method name
 does, so the two never collide, and :func:`continual_side.report.aggregate` finds both.
 
-A run is of a *kind* (:data:`RUN_KINDS`): a function that trains it from its config, the config's
-record (what config.json stores, to compare settings) and its folder. Stream runs are the only kind
-so far; navigation runs become a second kind with their own config.
+A run is of a *kind* (:class:`RunKind`), which its job carries: a function that trains it from its
+config, the config's record (what config.json stores, to compare settings), its folder and how it
+continues. Stream runs are :data:`STREAM_RUN`; navigation runs are a kind of the ``agents`` package
+(``agents.bench.NAV_RUN``), which this package never imports.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from continual_side.checkpoint import CHECKPOINT_FILE
 from continual_side.errors import ConfigError
 from continual_side.methods import METHODS, get_method
 from continual_side.report import folder_label
-from continual_side.results import run_folder
+from continual_side.results import is_complete, load_run, run_folder
 from continual_side import runner
 from continual_side.runner import RunConfig
 from continual_side.streams import STREAMS, get_stream
@@ -44,18 +46,30 @@ LOG_SUFFIX = ".log"
 
 @dataclass(frozen=True)
 class RunKind:
-    """How a sweep trains one kind of run. Every function is module level, so a job pickles to any worker.
+    """How a sweep trains one kind of run. Every function is module level, so a job, which carries its kind,
+    pickles by reference to a spawned process or a Ray worker, with no registry to fill there first.
 
-    :param train: ``train(config)`` trains the run and writes its folder (complete once summary.json exists).
+    :param train: ``train(config)`` trains the run and writes its folder.
     :param record: ``record(config)``: the settings config.json stores, compared before a run is reused.
+    :param recorded: ``recorded(folder)``: the settings a trained run folder holds, comparable to ``record``.
     :param folder: ``folder(config)``: the run folder.
-    :param resumed: ``resumed(config)``: the config that continues the incomplete run from its checkpoint.
+    :param label: ``label(config)``: what the run is in messages (``split_cifar10/ewc``), before its setting
+        and seed.
+    :param complete: ``complete(config)``: whether the run needs nothing more. A trained run (summary.json)
+        may still lack a step of its kind, e.g. a navigation bench run's evaluation.
+    :param resumable: ``resumable(folder)``: whether the incomplete run in the folder continues from where it
+        stopped (a checkpoint) instead of starting again.
+    :param resumed: ``resumed(config)``: the config that continues the incomplete run.
     :param restarted: ``restarted(config)``: the config that replaces whatever is in the folder.
     """
 
     train: Callable[[Any], object]
     record: Callable[[Any], dict[str, Any]]
+    recorded: Callable[[Path], dict[str, Any]]
     folder: Callable[[Any], Path]
+    label: Callable[[Any], str]
+    complete: Callable[[Any], bool]
+    resumable: Callable[[Path], bool]
     resumed: Callable[[Any], Any]
     restarted: Callable[[Any], Any]
 
@@ -64,8 +78,24 @@ def _train_stream_run(config: RunConfig) -> None:
     runner.run(config)  # the outcome's model stays in the worker: the run folder is the result
 
 
+def _stream_run_settings(folder: Path) -> dict[str, Any]:
+    return load_run(folder).config
+
+
 def _stream_run_folder(config: RunConfig) -> Path:
     return run_folder(config.out, config.stream, config.method, config.seed)
+
+
+def _stream_run_label(config: RunConfig) -> str:
+    return f"{config.stream}/{config.method}"
+
+
+def _stream_run_complete(config: RunConfig) -> bool:
+    return is_complete(_stream_run_folder(config))
+
+
+def _stream_run_resumable(folder: Path) -> bool:
+    return (folder / CHECKPOINT_FILE).is_file()
 
 
 def _resumed(config: RunConfig) -> RunConfig:
@@ -76,28 +106,28 @@ def _restarted(config: RunConfig) -> RunConfig:
     return replace(config, overwrite=True)
 
 
-RUN_KINDS: dict[str, RunKind] = {
-    "stream": RunKind(train=_train_stream_run, record=RunConfig.record, folder=_stream_run_folder,
-                      resumed=_resumed, restarted=_restarted),
-}
+# a run of one method over one task stream (continual_side.runner.run)
+STREAM_RUN = RunKind(train=_train_stream_run, record=RunConfig.record, recorded=_stream_run_settings,
+                     folder=_stream_run_folder, label=_stream_run_label, complete=_stream_run_complete,
+                     resumable=_stream_run_resumable, resumed=_resumed, restarted=_restarted)
 
 
 @dataclass(frozen=True)
 class RunJob:
     """One run of a grid.
 
-    :param kind: a :data:`RUN_KINDS` name.
+    :param kind: how it trains (:data:`STREAM_RUN`, or a kind of another package).
     :param config: that kind's config.
     :param setting: the grid values that differ from the command's own options (empty for none).
     """
 
-    kind: str
+    kind: RunKind
     config: Any
     setting: tuple[tuple[str, Any], ...] = ()
 
     @property
     def folder(self) -> Path:
-        return RUN_KINDS[self.kind].folder(self.config)
+        return self.kind.folder(self.config)
 
     @property
     def log(self) -> Path:
@@ -107,9 +137,8 @@ class RunJob:
 
     @property
     def name(self) -> str:
-        config = self.config
         setting = f" [{setting_folder(self.setting)}]" if self.setting else ""
-        return f"{config.stream}/{config.method}{setting}/seed-{config.seed}"
+        return f"{self.kind.label(self.config)}{setting}/{self.folder.name}"
 
 
 def parse_axes(items: Iterable[str]) -> dict[str, list[str]]:
@@ -261,5 +290,5 @@ def stream_jobs(*, streams: Sequence[str], stream_options: Mapping[str, Any], me
                     for seed in range(seeds):
                         config = replace(base, stream=stream, method=method, stream_options=stream_variant,
                                          method_options=method_variant, seed=seed, out=str(out)).checked()
-                        jobs.append(RunJob(kind="stream", config=config, setting=setting))
+                        jobs.append(RunJob(kind=STREAM_RUN, config=config, setting=setting))
     return jobs

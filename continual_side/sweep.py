@@ -7,7 +7,8 @@ when it stopped before its first checkpoint), a complete one with other settings
 with a hint. The rest train on the executor (:mod:`continual_side.executors`); a run that fails is
 reported with its error and log while the others go on, so rerunning the same command finishes only
 what is missing. Last, each stream's comparison (:mod:`continual_side.report`) is computed from the
-run folders. ``bench`` is a sweep over one stream without a grid.
+run folders. ``bench`` is a sweep over one stream without a grid. :func:`run_jobs` (prepare, train,
+report) serves any kind of run: ``nav bench`` trains its navigation runs with it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
-from continual_side.checkpoint import CHECKPOINT_FILE
 from continual_side.errors import ConfigError
 from continual_side.executors import ExecutorConfig, execute
-from continual_side.grid import RUN_KINDS, RunJob, stream_jobs, typed_axes
+from continual_side.grid import RunJob, stream_jobs, typed_axes
 from continual_side.methods import METHODS, TrainConfig
 from continual_side.methods.registry import check_method_runs_on
 from continual_side.report import ComparisonTable, aggregate, compare_runs
-from continual_side.results import RunFolderError, differing_settings, is_complete, load_run
+from continual_side.results import RunFolderError, differing_settings, is_complete
 from continual_side.runner import RunConfig
 from continual_side.streams import get_stream
 
@@ -132,7 +132,7 @@ class SweepConfig:
 class RunReport:
     """What a sweep did with one run.
 
-    :param action: skipped (complete already), started, resumed (from its checkpoint) or restarted (its
+    :param action: skipped (complete already), started, resumed (from where it stopped) or restarted (its
         folder held a run stopped before its first checkpoint, or ``overwrite``).
     :param error: its error as one line when it failed (the traceback is in ``job.log``), else None.
     """
@@ -156,20 +156,46 @@ class SweepResult:
 
 def _prepared(job: RunJob, overwrite: bool) -> tuple[RunJob, Action]:
     """How to (re)start the run in ``job.folder``; ``skipped`` for a complete run with the same settings."""
-    kind, path = RUN_KINDS[job.kind], job.folder
+    kind, path = job.kind, job.folder
     if overwrite:
         return replace(job, config=kind.restarted(job.config)), "restarted" if path.is_dir() else "started"
     if not path.is_dir() or not any(path.iterdir()):
         return job, "started"
-    if is_complete(path):
-        differing = differing_settings(load_run(path).config, kind.record(job.config))
+    if is_complete(path):  # trained: reused only with the same settings
+        differing = differing_settings(kind.recorded(path), kind.record(job.config))
         if differing:
             raise RunFolderError(f"{path} holds a complete run with other settings ({', '.join(differing)}): pass "
                                  "--overwrite to retrain it or choose another --out")
-        return job, "skipped"
-    if (path / CHECKPOINT_FILE).is_file():
+        if kind.complete(job.config):
+            return job, "skipped"
+    if kind.resumable(path):
         return replace(job, config=kind.resumed(job.config)), "resumed"
     return replace(job, config=kind.restarted(job.config)), "restarted"  # stopped before its first checkpoint
+
+
+def run_jobs(jobs: Sequence[RunJob], *, executor: ExecutorConfig, out: str, overwrite: bool, progress: bool,
+             desc: str) -> list[RunReport]:
+    """Train what is missing of ``jobs`` on the executor, under one progress bar; any kind of run.
+
+    :param jobs: the runs, checked.
+    :param executor: where they train.
+    :param out: the root of their folders (on a Ray cluster: absolute, on the shared storage).
+    :param overwrite: retrain complete runs (otherwise they are skipped and incomplete ones resumed).
+    :param progress: show the progress bar.
+    :param desc: the progress bar's label.
+    :return: what happened to each run; a failure does not stop the others.
+    :raises RunFolderError: a complete run folder holds other settings (nothing has trained yet).
+    """
+    if executor.check().ray_address is not None and not Path(out).is_absolute():
+        raise ConfigError(f"--out {out} is relative: on a Ray cluster give an absolute folder on the shared "
+                          "storage, the same path on every node")
+    prepared = [_prepared(job, overwrite) for job in jobs]
+    todo = [index for index, (_, action) in enumerate(prepared) if action != "skipped"]
+    with tqdm(total=len(prepared), initial=len(prepared) - len(todo), desc=desc, unit="run",
+              disable=not progress) as bar:
+        errors = execute([prepared[index][0] for index in todo], executor, bar)
+    failed = dict(zip(todo, errors))
+    return [RunReport(job=job, action=action, error=failed.get(index)) for index, (job, action) in enumerate(prepared)]
 
 
 def _unused(given: dict[str, Any], used: Sequence[str], what: str) -> None:
@@ -202,16 +228,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
         each stream's complete runs, also written to ``<out>/<stream>/comparison/``.
     :raises RunFolderError: a complete run folder holds other settings (nothing has trained yet).
     """
-    if config.executor.check().ray_address is not None and not Path(config.out).is_absolute():
-        raise ConfigError(f"--out {config.out} is relative: on a Ray cluster give an absolute folder on the shared "
-                          "storage, the same path on every node")
-    prepared = [_prepared(job, config.overwrite) for job in grid_jobs(config)]
-    todo = [index for index, (_, action) in enumerate(prepared) if action != "skipped"]
-    with tqdm(total=len(prepared), initial=len(prepared) - len(todo), desc="sweep", unit="run",
-              disable=not config.progress) as bar:
-        errors = execute([prepared[index][0] for index in todo], config.executor, bar)
-    failed = dict(zip(todo, errors))
-    runs = [RunReport(job=job, action=action, error=failed.get(index)) for index, (job, action) in enumerate(prepared)]
+    runs = run_jobs(grid_jobs(config), executor=config.executor, out=config.out, overwrite=config.overwrite,
+                    progress=config.progress, desc="sweep")
     tables = []
     for stream in dict.fromkeys(report.job.config.stream for report in runs):
         mine = [report.job.folder for report in runs if report.job.config.stream == stream]
