@@ -7,8 +7,9 @@ same sweep fans out over a cluster whose nodes mount the same ``--out``.
 
 - ``local``, ``--workers 1``: one run after another in this process, as ``bench`` always did, with
   this process's torch thread count.
-- ``local``, ``--workers N``: N runs at once, each in its own process (started with ``spawn``, safe
-  with CUDA), each with ``cores // N`` torch threads so they do not stall each other.
+- ``local``, ``--workers N``: N runs at once, each with ``cores // N`` torch threads so they do not
+  stall each other: this process trains one, N-1 worker processes (started with ``spawn``, safe with
+  CUDA) the others.
 - ``ray``: each run is one Ray task requesting ``--cpus-per-run`` CPUs (its torch threads) and
   ``--gpus-per-run`` GPUs; ``--ray-address`` joins a running cluster, otherwise a local Ray starts
   (or the one this process already started is used).
@@ -43,8 +44,8 @@ class ExecutorConfig:
     """Where a sweep's runs train.
 
     :param executor: ``local`` (this machine) or ``ray`` (a Ray cluster, or a local Ray).
-    :param workers: local: runs training at once, each in its own process (1: one after another in this
-        process).
+    :param workers: local: runs training at once, one in this process and the others in worker processes
+        (1: one after another in this process).
     :param ray_address: ray: the cluster to join (``auto``, ``HOST:6379``); None starts a local Ray.
     :param cpus_per_run: ray: CPUs each run's task requests; also its torch thread count.
     :param gpus_per_run: ray: GPUs each run's task requests (0.5: two runs share a GPU); set
@@ -133,6 +134,9 @@ class _InProcessPool:
     def capacity(self) -> int:
         return 1
 
+    def lanes(self) -> int:
+        return 1
+
     def submit(self, job: RunJob) -> _Deferred:
         return _Deferred(job)
 
@@ -148,29 +152,48 @@ class _InProcessPool:
 
 
 class _ProcessPool:
-    """N runs at once, each in a spawned worker process with ``cores // N`` torch threads."""
+    """N runs at once, each with ``cores // N`` torch threads: N-1 spawned worker processes, and this process.
+
+    This process trains one run at a time itself while the workers start, so their start-up (importing
+    torch and Avalanche: seconds, as long as a short run) overlaps with training instead of delaying every
+    lane. Each worker keeps one more run queued, so that it does not idle while this process trains.
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.threads = max(1, available_cores() // workers)
         self.pool: futures.ProcessPoolExecutor | None = None
         self.pool_of: dict[futures.Future, futures.ProcessPoolExecutor] = {}
+        self.here: _Deferred | None = None  # the run this process trains next
 
     def capacity(self) -> int:
+        return 1 + 2 * (self.workers - 1)
+
+    def lanes(self) -> int:
         return self.workers
 
-    def submit(self, job: RunJob) -> futures.Future:
+    def submit(self, job: RunJob) -> futures.Future | _Deferred:
+        if self.here is None:
+            self.here = _Deferred(job)
+            return self.here
         if self.pool is None:
-            self.pool = futures.ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            self.pool = futures.ProcessPoolExecutor(self.workers - 1, mp_context=get_context("spawn"))
         future = self.pool.submit(train_job, job, self.threads)
         self.pool_of[future] = self.pool
         return future
 
-    def wait(self, handles: Sequence[futures.Future]) -> list[futures.Future]:
-        done, _ = futures.wait(handles, return_when=futures.FIRST_COMPLETED)
-        return list(done)
+    def wait(self, handles: Sequence[futures.Future | _Deferred]) -> list[futures.Future | _Deferred]:
+        running = [handle for handle in handles if isinstance(handle, futures.Future)]
+        done, _ = futures.wait(running, timeout=0)
+        if done or self.here is None:  # hand finished runs back first, so that their workers get new ones
+            return list(done) or list(futures.wait(running, return_when=futures.FIRST_COMPLETED)[0])
+        here, self.here = self.here, None
+        here.error = train_job(here.job, self.threads)
+        return [here, *futures.wait(running, timeout=0)[0]]
 
-    def result(self, handle: futures.Future) -> str | None:
+    def result(self, handle: futures.Future | _Deferred) -> str | None:
+        if isinstance(handle, _Deferred):
+            return handle.error
         pool = self.pool_of.pop(handle)
         try:
             return handle.result()
@@ -207,6 +230,9 @@ class _RayPool:
         if self.config.gpus_per_run:
             room = min(room, resources.get("GPU", 0) // self.config.gpus_per_run)
         return max(1, int(room))
+
+    def lanes(self) -> int:
+        return self.capacity()
 
     def submit(self, job: RunJob) -> Any:
         return self.task.remote(job, self.config.cpus_per_run)
@@ -250,13 +276,14 @@ def execute(jobs: Sequence[RunJob], config: ExecutorConfig, bar: tqdm) -> list[s
             while pending and len(running) < pool.capacity():
                 index = pending.pop(0)
                 running[pool.submit(jobs[index])] = index
-            bar.set_postfix(done=bar.n - failed, failed=failed, running=len(running))
+            training = min(len(running), pool.lanes())
+            bar.set_postfix(done=bar.n - failed, failed=failed, running=training, queued=len(running) - training)
             for handle in pool.wait(list(running)):
                 index = running.pop(handle)
                 errors[index] = pool.result(handle)
                 failed += errors[index] is not None
                 bar.update()
-        bar.set_postfix(done=bar.n - failed, failed=failed, running=0)
+        bar.set_postfix(done=bar.n - failed, failed=failed, running=0, queued=0)
     finally:
         pool.close()
     return errors

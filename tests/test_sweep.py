@@ -1,6 +1,7 @@
 """Sweeps: the grid and its folders, the local and Ray executors giving the same table, reruns that finish only
 what is missing (a deleted run, a killed run resumed from its checkpoint) and failing runs reported."""
 
+import os
 import re
 import shutil
 
@@ -53,6 +54,8 @@ def test_local_and_ray_executors_give_the_same_table(local_sweep, cifar10_jpeg, 
     for result in (local, on_ray):
         assert [(r.action, r.error) for r in result.runs] == [("started", None)] * 4
         assert all("=== complete" in r.job.log.read_text() for r in result.runs)
+    pids = {re.search(r"\(pid (\d+),", r.job.log.read_text())[1] for r in local.runs}
+    assert str(os.getpid()) in pids and len(pids) == 2  # this process trained runs too, the worker the others
     (table,), (ray_table,) = local.tables, on_ray.tables
     assert [row.label for row in table.rows] == ["features", "sidetune"] and table.row("sidetune").seeds == [0, 1]
     markdown = (table.folder / "table.md").read_text()
