@@ -114,19 +114,19 @@ def class_folders(split_dir: Path, classes: Sequence[str] | None = None) -> list
 
 def image_files(class_dir: Path, images_per_class: int | None = None) -> list[Path]:
     """Image files of a class folder sorted by name; the first `images_per_class` when given."""
-    files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    with os.scandir(class_dir) as entries:  # names and file types from one directory read, no stat per file
+        names = sorted(entry.name for entry in entries
+                       if entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file())
+    if not names:
         raise DataRootError(
             f"{class_dir}: class folder has no images; expected files ending in {IMAGE_SUFFIXES}"
         )
-    if images_per_class is None:
-        return files
-    if len(files) < images_per_class:
+    if images_per_class is not None and len(names) < images_per_class:
         raise DataRootError(
-            f"{class_dir}: has {len(files)} images, fewer than images_per_class={images_per_class} - "
+            f"{class_dir}: has {len(names)} images, fewer than images_per_class={images_per_class} - "
             "lower images_per_class or complete the folder"
         )
-    return files[:images_per_class]
+    return [class_dir / name for name in names[:images_per_class]]
 
 
 def _decode(path: Path) -> torch.Tensor:
