@@ -299,20 +299,14 @@ class RunWriter:
         :return: the summary as written.
         """
         matrix = metrics.check_accuracy_matrix(R)
-        count = matrix.shape[0]
-        names = self._summary_names(count)
-        _check_run_numbers(wall_time_s, trainable_parameters)
-        summary = jsonable({
-            "stream": self.stream, "method": self.method, "seed": self.seed,
-            "num_tasks": count, "task_names": names,
+        names = self._summary_names(matrix.shape[0])
+        summary = self._summary(names, {
             "average_accuracy": metrics.average_accuracy(matrix),
             "forgetting": metrics.forgetting(matrix),
             "backward_transfer": metrics.backward_transfer(matrix),
             "forgetting_per_task": metrics.forgetting_per_task(matrix),
             "final_accuracy_per_task": matrix[-1],
-            "wall_time_s": float(wall_time_s), "trainable_parameters": int(trainable_parameters),
-            "continual_side_version": __version__, "written_at": _now(), "extra": dict(extra or {}),
-        })
+        }, wall_time_s=wall_time_s, trainable_parameters=trainable_parameters, extra=extra)
         title = f"{self.stream} / {self.method} / seed {self.seed}"
         save_figure(plots.accuracy_over_stream(matrix, names, title=f"Accuracy over the stream: {title}"),
                     self.path / CURVES_PNG)
@@ -326,6 +320,17 @@ class RunWriter:
         if len(names) != count:
             raise ConfigError(f"the task matrices were written for {len(names)} tasks but the summary's have {count}")
         return names
+
+    def _summary(self, names: list[str], scores: dict[str, Any], *, wall_time_s: float, trainable_parameters: int,
+                 extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """summary.json's content: which run, its tasks, ``scores``, then the run's cost and provenance."""
+        _check_run_numbers(wall_time_s, trainable_parameters)
+        return jsonable({
+            "stream": self.stream, "method": self.method, "seed": self.seed, "num_tasks": len(names),
+            "task_names": names, **scores,
+            "wall_time_s": float(wall_time_s), "trainable_parameters": int(trainable_parameters),
+            "continual_side_version": __version__, "written_at": _now(), "extra": dict(extra or {}),
+        })
 
     def write_dense_summary(self, L: np.ndarray, R: np.ndarray, accuracy_tasks: Sequence[int], *, wall_time_s: float,
                             trainable_parameters: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -349,20 +354,14 @@ class RunWriter:
         :return: the summary as written.
         """
         losses = metrics.check_loss_matrix(L)
-        count = losses.shape[0]
-        names = self._summary_names(count)
-        _check_run_numbers(wall_time_s, trainable_parameters)
-        summary = jsonable({
-            "stream": self.stream, "method": self.method, "seed": self.seed,
-            "num_tasks": count, "task_names": names,
+        names = self._summary_names(losses.shape[0])
+        summary = self._summary(names, {
             "final_loss_per_task": losses[-1],
             "mean_final_loss": float(np.mean(losses[-1])),
             "loss_forgetting": metrics.loss_forgetting(losses),
             "loss_forgetting_per_task": metrics.loss_forgetting_per_task(losses),
             "accuracy": _named_accuracy(R, list(accuracy_tasks), names),
-            "wall_time_s": float(wall_time_s), "trainable_parameters": int(trainable_parameters),
-            "continual_side_version": __version__, "written_at": _now(), "extra": dict(extra or {}),
-        })
+        }, wall_time_s=wall_time_s, trainable_parameters=trainable_parameters, extra=extra)
         title = f"{self.stream} / {self.method} / seed {self.seed}"
         save_figure(plots.loss_over_stream(losses, names, title=f"Test loss over the stream: {title}"),
                     self.path / LOSS_CURVES_PNG)
