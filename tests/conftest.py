@@ -1,5 +1,6 @@
-"""Shared fixtures: the one place tests find ../shared/data."""
+"""Shared fixtures: the one place tests find ../shared/data, and a run stopped right after a checkpoint."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -49,3 +50,34 @@ def _weights_from_shared_data():
     yield
     if previous is None:
         os.environ.pop("CONTINUAL_SIDE_WEIGHTS", None)
+
+
+class Crash(Exception):
+    """Stands for the process dying right after a checkpoint was written."""
+
+
+@pytest.fixture()
+def crash_after_checkpoint(monkeypatch):
+    """``with crash_after_checkpoint(n): train(...)``: the n-th ``checkpoint.save`` raises ``error`` right after
+    writing its file, as if the process were killed there; the block expects it, and saving is real again after."""
+    from continual_side import checkpoint
+
+    @contextlib.contextmanager
+    def crashing(n: int = 1, error: type[BaseException] = Crash):
+        real_save, saved = checkpoint.save, []
+
+        def save_then_crash(*args, **kwargs):
+            path = real_save(*args, **kwargs)
+            saved.append(path)
+            if len(saved) == n:
+                raise error
+            return path
+
+        monkeypatch.setattr(checkpoint, "save", save_then_crash)
+        try:
+            with pytest.raises(error):
+                yield
+        finally:
+            monkeypatch.setattr(checkpoint, "save", real_save)
+
+    return crashing

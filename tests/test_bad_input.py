@@ -136,20 +136,10 @@ def test_resume_without_a_checkpoint(tmp_path, capsys):
     assert_no_result(tmp_path / "runs")
 
 
-def test_resume_with_other_settings(tmp_path, capsys, monkeypatch):
-    from continual_side import checkpoint
-
+def test_resume_with_other_settings(tmp_path, capsys, crash_after_checkpoint):
     data = tree(tmp_path / "data")
-    real_save = checkpoint.save
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt  # as if stopped right after the first experience
-
-    monkeypatch.setattr(checkpoint, "save", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_after_checkpoint(1, KeyboardInterrupt):  # as if stopped right after the first experience
         main(run_on(data, tmp_path / "runs"))
-    monkeypatch.setattr(checkpoint, "save", real_save)
     line = fail(run_on(data, tmp_path / "runs", "--resume", "--lr", "0.5"), capsys)
     assert "other settings (train.lr)" in line
     line = fail(run_on(data, tmp_path / "runs"), capsys)  # neither --resume nor --overwrite

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from continual_side import checkpoint, runner
+from continual_side import runner
 from continual_side.errors import ConfigError, DataRootError
 from continual_side.methods import TrainConfig
 from continual_side.models.dense_losses import ITASKONOMY_ORDER, TASK_LOSSES
@@ -140,27 +140,11 @@ def test_side_tuning_forgets_no_task_and_fine_tuning_does(tiny_set, tmp_path):
     assert table.row("finetune").dense.loss_forgetting.mean == fine.summary["loss_forgetting"]
 
 
-class Crash(Exception):
-    """Stands for the process dying right after a checkpoint was written."""
-
-
-def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, monkeypatch):
+def test_a_dense_run_resumed_after_a_crash_equals_an_uninterrupted_one(tiny_set, tmp_path, crash_after_checkpoint):
     tasks = ("curvature", "segment_semantic", "class_object", "rgb")
     whole = dense_run(tiny_set, tmp_path, "finetune", tmp_path / "whole", tasks=tasks)
-    real_save = checkpoint.save
-    saved = []
-
-    def save_then_crash(*args, **kwargs):
-        path = real_save(*args, **kwargs)
-        saved.append(path)
-        if len(saved) == 2:
-            raise Crash
-        return path
-
-    monkeypatch.setattr(checkpoint, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(2):
         dense_run(tiny_set, tmp_path, "finetune", tmp_path / "crashed", tasks=tasks)
-    monkeypatch.setattr(checkpoint, "save", real_save)
     config = RunConfig(stream="itaskonomy", method="finetune", stream_options=tiny_options(tiny_set, tmp_path, tasks=tasks),
                        train=TrainConfig(epochs=1, batch_size=2, eval_batch_size=4), out=str(tmp_path / "crashed"),
                        progress=False)

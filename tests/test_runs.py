@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 
-from continual_side import checkpoint
 from continual_side.checkpoint import CHECKPOINT_FILE
 from continual_side.cli import main
 from continual_side.methods import METHODS
@@ -60,27 +59,12 @@ def test_other_seeds_give_other_results(cifar10_jpeg, tmp_path):
     assert matrix_bytes(tmp_path, "finetune", 0) != matrix_bytes(tmp_path, "finetune", 1)
 
 
-class Crash(Exception):
-    """Stands for the process dying right after a checkpoint was written."""
-
-
 @pytest.mark.parametrize("method", ["ewc", "lwf", "pnn", "sidetune"])
-def test_a_run_resumed_after_a_crash_equals_an_uninterrupted_one(method, cifar10_jpeg, tmp_path, monkeypatch):
+def test_a_run_resumed_after_a_crash_equals_an_uninterrupted_one(method, cifar10_jpeg, tmp_path,
+                                                                crash_after_checkpoint):
     main(stream_args(cifar10_jpeg, tmp_path / "whole", "--method", method, n_tasks=4))
-    real_save = checkpoint.save
-    saved = []
-
-    def save_then_crash(*args, **kwargs):
-        path = real_save(*args, **kwargs)
-        saved.append(path)
-        if len(saved) == 2:
-            raise Crash
-        return path
-
-    monkeypatch.setattr(checkpoint, "save", save_then_crash)
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(2):
         main(stream_args(cifar10_jpeg, tmp_path / "crashed", "--method", method, n_tasks=4))
-    monkeypatch.setattr(checkpoint, "save", real_save)
     main(stream_args(cifar10_jpeg, tmp_path / "crashed", "--method", method, "--resume", n_tasks=4))
     assert matrix_bytes(tmp_path / "crashed", method) == matrix_bytes(tmp_path / "whole", method)
 

@@ -76,23 +76,11 @@ def test_rerun_after_deleting_a_run_folder_trains_only_that_one(local_sweep, cif
     assert is_complete(deleted) and result.tables[0].row("sidetune").seeds == [0, 1]
 
 
-class Killed(Exception):
-    """Stands for the process being killed right after its first checkpoint."""
-
-
-def test_a_run_killed_mid_way_resumes_from_its_checkpoint(cifar10_jpeg, tmp_path, monkeypatch):
+def test_a_run_killed_mid_way_resumes_from_its_checkpoint(cifar10_jpeg, tmp_path, crash_after_checkpoint):
     config = tiny_sweep(cifar10_jpeg, tmp_path, methods=("features",), seeds=1)
     (job,) = grid_jobs(config)
-    save = checkpoint.save
-
-    def save_then_die(*args, **kwargs):
-        save(*args, **kwargs)
-        raise Killed
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Killed):
+    with crash_after_checkpoint(1):
         runner.run(job.config)
-    monkeypatch.undo()
     earlier = (job.folder / EVENTS_FILE).read_text().splitlines()
     assert earlier and not is_complete(job.folder) and (job.folder / checkpoint.CHECKPOINT_FILE).is_file()
 
