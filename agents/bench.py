@@ -9,7 +9,9 @@ a trained run only lacking its evaluation is evaluated, any other incomplete run
 (``--overwrite`` retrains them all). A failed run is reported with its log while the others go on. The
 comparison is built from the run folders alone and goes to ``<out>/nav/bench-<split>/``: table.md (success
 and SPL, mean ± std over seeds, with the training wall time), results.json, success.png and spl.png (bars
-over seeds). Each run's own curves.png shows val success and SPL during training.
+over seeds) and curves.png (val success during training: one panel per algorithm, one line per encoder,
+against expert frames for imitation and environment steps for PPO). Each run's own curves.png shows its val
+success and SPL during training.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import tyro
+from matplotlib.figure import Figure
 
 from agents.eval_run import NavEvalConfig, evaluate_run
 from agents.evaluate import EVAL_SUMMARY
@@ -31,11 +35,12 @@ from continual_side.errors import ConfigError
 from continual_side.executors import ExecutorConfig
 from continual_side.grid import RunJob, RunKind
 from continual_side.report import Stat
-from continual_side.results import SUMMARY_FILE, is_complete, jsonable, run_folder, save_figure
+from continual_side.results import EVENTS_FILE, SUMMARY_FILE, is_complete, jsonable, run_folder, save_figure
 from continual_side.sweep import RunReport, run_jobs
 
 BENCH_TABLE = "table.md"
 BENCH_RESULTS = "results.json"
+BENCH_CURVES = "curves.png"
 Split = Literal["val", "test"]
 
 
@@ -189,6 +194,42 @@ def table_markdown(rows: list[dict], split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def learning_curves(rows: list[dict]) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Val success during training per algorithm and encoder, from the runs' metrics.jsonl: at each evaluation,
+    the mean over seeds of the x (expert frames for imitation, environment steps for PPO) and of the success
+    (as many evaluations as the shortest seed has)."""
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for (algo, encoder), group in _groups(rows).items():
+        x_key = "timesteps" if algo == "ppo" else "expert_frames"
+        per_seed = []
+        for row in group:
+            lines = (Path(row["run_dir"]) / EVENTS_FILE).read_text(encoding="utf-8").splitlines()
+            evals = [event for event in map(json.loads, lines) if event["event"] == "eval"]
+            per_seed.append([(event[x_key], event["success"]) for event in evals])
+        length = min(map(len, per_seed))
+        if length:
+            points = np.asarray([seed[:length] for seed in per_seed], dtype=np.float64).mean(axis=0)
+            curves.setdefault(algo, {})[encoder] = (points[:, 0], points[:, 1])
+    return curves
+
+
+def learning_curves_figure(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> Figure:
+    """One panel per algorithm of :func:`learning_curves`, one line per encoder."""
+    figure = Figure(figsize=(4.5 * len(curves), 3.6))
+    for index, (algo, lines) in enumerate(curves.items()):
+        axis = figure.add_subplot(1, len(curves), index + 1)
+        for encoder, (x, success) in lines.items():
+            axis.plot(x, success, marker="o", label=encoder)
+        axis.set_xlabel("environment steps" if algo == "ppo" else "expert frames")
+        axis.set_ylabel("val success")
+        axis.set_ylim(0, 1)
+        axis.set_title(algo)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def run_nav_bench(config: NavBenchConfig) -> NavBenchResult:
     """Train and evaluate what is missing of every (algo, encoder, seed) on the executor, then compare the
     complete runs from their folders.
@@ -212,4 +253,5 @@ def run_nav_bench(config: NavBenchConfig) -> NavBenchResult:
         values = {f"{algo}-{encoder}": [row[metric] for row in group] for (algo, encoder), group in groups.items()}
         save_figure(plots.bar_with_error(values, title=f"PointNav {metric} on {config.split}", ylabel=metric),
                     folder / f"{metric}.png")
+    save_figure(learning_curves_figure(learning_curves(rows)), folder / BENCH_CURVES)
     return NavBenchResult(runs=runs, folder=folder)

@@ -60,7 +60,7 @@ def test_one_worker_and_two_workers_give_the_same_table(two_workers, tmp_path):
     table = (parallel.folder / "table.md").read_text()
     assert [line.split(" | ")[1] for line in table.splitlines()[2:]] == list(ENCODERS)
     assert without_times(table) == without_times((serial.folder / "table.md").read_text())
-    assert (parallel.folder / "success.png").is_file() and (parallel.folder / "spl.png").is_file()
+    assert all((parallel.folder / name).is_file() for name in ("success.png", "spl.png", "curves.png"))
 
 
 def test_rerun_trains_only_the_deleted_run_and_evaluates_only_when_asked_for_other_episodes(two_workers, tmp_path):
@@ -125,3 +125,22 @@ def test_an_interrupted_ppo_run_resumes_from_its_checkpoint(tmp_path):
     assert json.loads((run_dir / SUMMARY_FILE).read_text())["timesteps"] == 64
     events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [event["timesteps"] for event in events if event["event"] == "eval"] == [32, 64]
+
+
+def test_learning_curves_average_the_seeds_evaluations(tmp_path):
+    def run(name, evals, x_key):
+        folder = tmp_path / name
+        folder.mkdir()
+        events = [{"event": "train"}] + [{"event": "eval", x_key: x, "success": s} for x, s in evals]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+        return str(folder)
+
+    rows = [{"algo": "dagger", "encoder": "features", "run_dir": run("d0", [(100, 0.2), (200, 0.6)], "expert_frames")},
+            {"algo": "dagger", "encoder": "features", "run_dir": run("d1", [(110, 0.4), (210, 0.8)], "expert_frames")},
+            {"algo": "ppo", "encoder": "blind", "run_dir": run("p0", [(10, 0.0), (20, 0.5), (30, 0.9)], "timesteps")},
+            {"algo": "ppo", "encoder": "blind", "run_dir": run("p1", [(10, 0.2), (20, 0.3)], "timesteps")}]
+    curves = agents.bench.learning_curves(rows)
+    x, success = curves["dagger"]["features"]
+    assert x.tolist() == [105, 205] and success == pytest.approx([0.3, 0.7])
+    x, success = curves["ppo"]["blind"]  # as many evaluations as the shortest seed
+    assert x.tolist() == [10, 20] and success == pytest.approx([0.1, 0.4])
