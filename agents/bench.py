@@ -56,6 +56,8 @@ class NavBenchConfig:
     :param train: training options shared by every run (--algo, --encoder, --seed are set per run; --overwrite
         retrains complete runs, --progress shows the bench's bar).
     :param executor: where the runs train.
+    :param aggregate_only: train and evaluate nothing: compare the runs of the grid that are complete and
+        name the others.
     """
 
     encoders: tuple[EncoderMode, ...] = ENCODER_MODES
@@ -65,6 +67,7 @@ class NavBenchConfig:
     episodes: int | None = None
     train: Annotated[NavTrainConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=NavTrainConfig)
     executor: Annotated[ExecutorConfig, tyro.conf.OmitArgPrefixes] = field(default_factory=ExecutorConfig)
+    aggregate_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,12 @@ class NavBenchResult:
 
     :param runs: each run's action and error (None when it completed).
     :param folder: ``<out>/nav/bench-<split>/``, built from the complete runs' folders.
+    :param left_out: with ``aggregate_only``, the runs of the grid that are not complete.
     """
 
     runs: list[RunReport]
     folder: Path | None
+    left_out: list[RunJob] = field(default_factory=list)
 
 
 def nav_jobs(config: NavBenchConfig) -> list[RunJob]:
@@ -239,11 +244,16 @@ def run_nav_bench(config: NavBenchConfig) -> NavBenchResult:
         folder.
     :raises RunFolderError: a complete run folder holds other settings (nothing has trained yet).
     """
-    runs = run_jobs(nav_jobs(config), executor=config.executor, out=config.train.out,
-                    overwrite=config.train.overwrite, progress=config.train.progress, desc="nav bench")
+    jobs, left_out = nav_jobs(config), []
+    if config.aggregate_only:
+        left_out = [job for job in jobs if not NAV_RUN.complete(job.config)]
+        runs = [RunReport(job=job, action="skipped") for job in jobs if job not in left_out]
+    else:
+        runs = run_jobs(jobs, executor=config.executor, out=config.train.out, overwrite=config.train.overwrite,
+                        progress=config.train.progress, desc="nav bench")
     rows = [bench_row(report.job.config) for report in runs if NAV_RUN.complete(report.job.config)]
     if not rows:
-        return NavBenchResult(runs=runs, folder=None)
+        return NavBenchResult(runs=runs, folder=None, left_out=left_out)
     folder = Path(config.train.out) / "nav" / f"bench-{config.split}"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / BENCH_TABLE, table_markdown(rows, config.split))
@@ -254,4 +264,4 @@ def run_nav_bench(config: NavBenchConfig) -> NavBenchResult:
         save_figure(plots.bar_with_error(values, title=f"PointNav {metric} on {config.split}", ylabel=metric),
                     folder / f"{metric}.png")
     save_figure(learning_curves_figure(learning_curves(rows)), folder / BENCH_CURVES)
-    return NavBenchResult(runs=runs, folder=folder)
+    return NavBenchResult(runs=runs, folder=folder, left_out=left_out)

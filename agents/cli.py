@@ -39,4 +39,6 @@ def main(argv: list[str]) -> None:
         if result.folder is not None:
             print((result.folder / BENCH_TABLE).read_text(encoding="utf-8"), end="")
             print(f"comparison folder: {result.folder}")
+        if result.left_out:
+            print("left out, not complete: " + ", ".join(job.name for job in result.left_out))
         report_runs(result.runs)

@@ -144,3 +144,21 @@ def test_learning_curves_average_the_seeds_evaluations(tmp_path):
     assert x.tolist() == [105, 205] and success == pytest.approx([0.3, 0.7])
     x, success = curves["ppo"]["blind"]  # as many evaluations as the shortest seed
     assert x.tolist() == [10, 20] and success == pytest.approx([0.1, 0.4])
+
+
+def test_aggregate_only_compares_the_complete_runs_and_names_the_others(two_workers, tmp_path, capsys):
+    shutil.copytree(two_workers[0], tmp_path, dirs_exist_ok=True)
+    unevaluated = tmp_path / "nav" / "bc-features" / "seed-0"
+    shutil.rmtree(unevaluated / "eval-val")
+    trained_at = (unevaluated / SUMMARY_FILE).stat().st_mtime_ns
+    result = run_nav_bench(replace(tiny_bench(tmp_path), aggregate_only=True))
+    assert [job.folder for job in result.left_out] == [unevaluated] and not (unevaluated / "eval-val").exists()
+    assert (unevaluated / SUMMARY_FILE).stat().st_mtime_ns == trained_at  # nothing trained or evaluated
+    table = (result.folder / "table.md").read_text()
+    assert [line.split(" | ")[1] for line in table.splitlines()[2:]] == ["blind"]
+
+    main(["bench", "--encoders", *ENCODERS, "--algos", "bc", "--seeds", "1", "--split", "val", "--episodes", "2",
+          "--width", str(SIZE), "--height", str(SIZE), "--max-episode-steps", "40", "--train-episodes", "2",
+          "--bc-epochs", "1", "--eval-episodes", "1", "--no-tensorboard", "--no-progress", "--out", str(tmp_path),
+          "--aggregate-only"])
+    assert "left out, not complete: nav/bc-features/seed-0" in capsys.readouterr().out
