@@ -260,6 +260,11 @@ def setting_folder(setting: Sequence[tuple[str, Any]]) -> str:
     return folder_label(SETTING_JOIN.join(f"{key}={value}" for key, value in setting))
 
 
+def method_suits_stream(method: str, stream: str) -> bool:
+    """Whether the method suits the stream's kind of task (dense or classes), known before the stream is built."""
+    return get_method(method).runs_on(get_stream(stream).dense)
+
+
 def stream_jobs(*, streams: Sequence[str], stream_options: Mapping[str, Any], methods: Sequence[str],
                 method_options: Mapping[str, Any], axes: Mapping[tuple[str, str], list[Any]], seeds: int,
                 base: RunConfig) -> list[RunJob]:
@@ -281,7 +286,7 @@ def stream_jobs(*, streams: Sequence[str], stream_options: Mapping[str, Any], me
         for stream_variant, stream_setting in _variants(stream, get_stream(stream).check_options(
                 stream_options.get(stream)), axes):
             for method in methods:
-                if not get_method(method).runs_on(get_stream(stream).dense):
+                if not method_suits_stream(method, stream):
                     continue  # e.g. --methods all over a class stream and a dense one: HST on the class one only
                 for method_variant, method_setting in _variants(method, get_method(method).check_options(
                         method_options.get(method)), axes):

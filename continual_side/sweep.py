@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from continual_side.errors import ConfigError
 from continual_side.executors import ExecutorConfig, execute
-from continual_side.grid import RunJob, stream_jobs, typed_axes
+from continual_side.grid import RunJob, method_suits_stream, stream_jobs, typed_axes
 from continual_side.methods import METHODS, TrainConfig
 from continual_side.methods.registry import check_method_runs_on
 from continual_side.report import ComparisonTable, aggregate, compare_runs
@@ -83,14 +83,9 @@ def resolve_methods(names: Sequence[str], streams: Sequence[str] = ()) -> list[s
         for name in names:
             if name != ALL_METHODS:
                 check_method_runs_on(name, stream, get_stream(stream).dense)
-    suited = [method for method in METHODS if not streams or any(_runs_on(method, stream) for stream in streams)]
+    suited = [method for method in METHODS if not streams or any(method_suits_stream(method, stream) for stream in streams)]
     expanded = [method for name in names for method in (suited if name == ALL_METHODS else [name])]
     return list(dict.fromkeys(expanded))
-
-
-def _runs_on(method: str, stream: str) -> bool:
-    """Whether the method suits the stream's kind of task (dense or classes), known before the stream is built."""
-    return METHODS[method].runs_on(get_stream(stream).dense)
 
 
 Action = Literal["skipped", "started", "resumed", "restarted"]
