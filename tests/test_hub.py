@@ -39,8 +39,9 @@ def test_registry_has_full_checksums_and_packaged_files_match_them():
     assert packaged == [
         "LICENSE-akamaster", "LICENSE-continual-side", "LICENSE-side-tuning", "fcn4-cifar-side-tuning.pt",
         "fcn5-midlevel.pt", "midlevel-curvature.pt", "resnet44-cifar10-akamaster.th",
+        "vit-cifar-distilled-resnet44.pt", "vit-cifar-distilled-resnet44.pt.json",
     ]
-    for name in (R44, "fcn4-cifar", "midlevel-curvature", "fcn5-midlevel"):
+    for name in (R44, "fcn4-cifar", "midlevel-curvature", "fcn5-midlevel", "vit-cifar-distilled"):
         spec = hub.WEIGHTS[name]
         assert hub.file_sha256(hub.PACKAGED_DIR / spec.filename) == spec.sha256
         assert (hub.PACKAGED_DIR / spec.licence_file).is_file()

@@ -1,5 +1,7 @@
 """Models: pretrained accuracy on real CIFAR-10, strict loading, merges, the frozen base, side inits."""
 
+import json
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from continual_side.errors import ConfigError, WeightsError
 from continual_side.models import (
     FCN4, MERGE_NAMES, FrozenBase, SideTunedNetwork, make_head, make_merge, make_side, resnet20, resnet44,
 )
+from continual_side.models.hst import vit_cifar
 
 B, DIM = 5, 64
 
@@ -48,6 +51,16 @@ def test_resnet20_scores_over_75_percent_on_1000_test_jpegs(thousand_test_jpegs,
     accuracy = _accuracy(resnet20(weights=True), images, targets)
     print(f"ResNet-20 top-1 on 100 test JPEGs per class: {accuracy:.4f}")
     assert accuracy >= 0.75  # measured: 0.804
+
+
+def test_packaged_vit_is_the_one_its_card_describes_and_scores_its_accuracy(thousand_test_jpegs):
+    card = json.loads((hub.PACKAGED_DIR / "vit-cifar-distilled-resnet44.pt.json").read_text())
+    assert card["sha256"] == hub.WEIGHTS["vit-cifar-distilled"].sha256
+    images, targets = thousand_test_jpegs
+    accuracy = _accuracy(vit_cifar(True), images, targets)
+    print(f"distilled ViT top-1 on 100 test JPEGs per class: {accuracy:.4f}")
+    assert accuracy == pytest.approx(0.649, abs=0.005)  # measured on these 1,000 JPEGs
+    assert accuracy == pytest.approx(card["student_test_accuracy"], abs=0.03)  # the card: all 10,000
 
 
 def test_resnet_shapes_and_parameter_counts():

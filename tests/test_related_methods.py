@@ -17,7 +17,9 @@ from continual_side import checkpoint
 from continual_side.cost import cost_rows, method_cost
 from continual_side.errors import ConfigError
 from continual_side.methods import TrainConfig, build_strategy
+from continual_side.methods.hst import HSTOptions
 from continual_side.methods.spottune import RoutingRecorder, SpotTuneOptions
+from continual_side.models.hst import vit_cifar
 from continual_side.streams import make_stream
 from continual_side.streams.split_cifar10 import SplitCifar10Options
 
@@ -136,11 +138,20 @@ def test_spottune_global_k_outside_the_blocks_is_a_config_error():
 def test_hst_leaves_the_shared_vit_bit_identical(stream, runs):
     result = runs.get("hst") or run_stream("hst", stream)
     model = result.strategy.model
-    torch.manual_seed(0)  # the ViT each run starts from: the first draws after the run's seed
-    RNGManager.set_random_seeds(0)
-    fresh = build_strategy("hst", None, TRAIN, evaluator=None).model.vit
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.vit.state_dict().values()))
+    packaged = vit_cifar(True).state_dict()  # the ViT every run starts from
+    assert all(torch.equal(packaged[key], value) for key, value in model.vit.state_dict().items())
     assert not model.vit.training and not any(p.requires_grad for p in model.vit.parameters())
+
+
+def test_hst_runs_on_the_packaged_distilled_vit_unless_told_otherwise(tmp_path):
+    packaged = vit_cifar(True).state_dict()
+    default = build_strategy("hst", None, TRAIN, evaluator=None).model.vit.state_dict()
+    assert all(torch.equal(packaged[key], value) for key, value in default.items())
+    with pytest.warns(UserWarning, match="randomly initialised ViT"):
+        random = build_strategy("hst", HSTOptions(random_vit=True), TRAIN, evaluator=None).model.vit
+    assert not torch.equal(random.conv_proj.weight, packaged["conv_proj.weight"])
+    with pytest.raises(ConfigError, match="contradict each other"):
+        HSTOptions(random_vit=True, vit_weights=str(tmp_path / "vit.pt"))
 
 
 def test_counted_training_memory_and_macs_relative_to_fine_tuning(stream):

@@ -4,6 +4,7 @@ Small, fast checks of each model's defining property on a random ResNet-20 or sm
 built once, for its parameter count and weight loading.
 """
 
+import json
 import math
 
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from continual_side import hub
 from continual_side.errors import ConfigError, WeightsError
 from continual_side.models import resnet20
 from continual_side.models.backbones import CifarResNet
@@ -363,3 +365,16 @@ def test_hst_needs_blocks_that_split_over_four_stages():
     odd_vit = torchvision.models.VisionTransformer(32, 4, 6, 2, 32, 64)
     with pytest.raises(ConfigError, match="split evenly"):
         HierarchicalSideTuning(odd_vit, CLASSES, CIFAR_SIDE)
+
+
+def test_vit_pretraining_script_writes_weights_that_load_with_their_sha256_and_card(cifar10_jpeg, tmp_path):
+    from benchmarks.pretrain_vit_cifar import PretrainConfig, pretrain
+
+    out = tmp_path / "vit.pt"
+    card = pretrain(PretrainConfig(data_root=str(cifar10_jpeg), out=str(out), epochs=1, batch_size=20,
+                                   images_per_class=2, test_images_per_class=1, bf16=True))
+    assert card["epochs_done"] == 1 and card["test_images"] == 10 and 0 <= card["student_test_accuracy"] <= 1
+    assert card["sha256"] == hub.file_sha256(out)
+    assert (tmp_path / "vit.pt.sha256").read_text().split() == [card["sha256"], "vit.pt"]
+    assert json.loads((tmp_path / "vit.pt.json").read_text())["sha256"] == card["sha256"]
+    assert vit_cifar(out).conv_proj.weight.dtype == torch.float32  # loads strictly into the architecture
