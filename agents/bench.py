@@ -28,14 +28,14 @@ from matplotlib.figure import Figure
 from agents.eval_run import NavEvalConfig, evaluate_run
 from agents.evaluate import EVAL_SUMMARY
 from agents.extractors import ENCODER_MODES, EncoderMode
-from agents.train import Algo, NavTrainConfig, latest_checkpoint, read_run_config, run_settings, train
+from agents.train import Algo, NavTrainConfig, latest_checkpoint, progress_key, read_run_config, run_settings, train
 from continual_side import plots
 from continual_side.atomic import atomic_write_text
 from continual_side.errors import ConfigError
 from continual_side.executors import ExecutorConfig
 from continual_side.grid import RunJob, RunKind
 from continual_side.report import Stat
-from continual_side.results import EVENTS_FILE, SUMMARY_FILE, is_complete, jsonable, run_folder, save_figure
+from continual_side.results import SUMMARY_FILE, is_complete, jsonable, read_events, run_folder, save_figure
 from continual_side.sweep import RunReport, run_jobs
 
 BENCH_TABLE = "table.md"
@@ -205,11 +205,10 @@ def learning_curves(rows: list[dict]) -> dict[str, dict[str, tuple[np.ndarray, n
     (as many evaluations as the shortest seed has)."""
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for (algo, encoder), group in _groups(rows).items():
-        x_key = "timesteps" if algo == "ppo" else "expert_frames"
+        x_key = progress_key(algo)
         per_seed = []
         for row in group:
-            lines = (Path(row["run_dir"]) / EVENTS_FILE).read_text(encoding="utf-8").splitlines()
-            evals = [event for event in map(json.loads, lines) if event["event"] == "eval"]
+            evals = [event for event in read_events(row["run_dir"]) if event["event"] == "eval"]
             per_seed.append([(event[x_key], event["success"]) for event in evals])
         length = min(map(len, per_seed))
         if length:

@@ -36,11 +36,12 @@ from agents.imitation import CloningConfig, CloningData, Trajectories, clone, co
 from agents.vec_env import EnvConfig, make_agent_env
 from continual_side.atomic import atomic_write_text
 from continual_side.errors import ConfigError
-from continual_side.results import (CONFIG_FILE, EVENTS_FILE, SUMMARY_FILE, RunWriter, differing_settings, jsonable,
+from continual_side.results import (CONFIG_FILE, SUMMARY_FILE, RunWriter, differing_settings, jsonable, read_events,
                                     run_folder, save_figure)
 from envs.evaluation import summarize
 
 Algo = Literal["ppo", "bc", "dagger"]
+
 MODEL_FILE = "model.zip"
 CURVES_PNG = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
@@ -48,6 +49,11 @@ DATA_DIR = "data"
 _CHECKPOINT = re.compile(r"ppo_(\d+)_steps\.zip")
 # options that do not change what a run learns: a resumed run may differ in them
 NOT_SETTINGS = ("total_steps", "resume", "overwrite", "progress", "tensorboard", "device", "subprocess")
+
+
+def progress_key(algo: Algo) -> str:
+    """The eval events' measure of training progress: environment steps for PPO, expert frames for imitation."""
+    return "timesteps" if algo == "ppo" else "expert_frames"
 
 
 @dataclass
@@ -288,8 +294,7 @@ def _open_run(config: NavTrainConfig) -> tuple[RunWriter, tuple[Path, int] | Non
     changed = differing_settings(run_settings(read_run_config(path)), run_settings(config))
     if changed:
         raise ConfigError(f"--resume with settings that differ from {path / CONFIG_FILE}: {', '.join(changed)}")
-    lines = (path / EVENTS_FILE).read_text(encoding="utf-8").splitlines() if (path / EVENTS_FILE).is_file() else []
-    kept = sum(1 for line in lines if json.loads(line).get("timesteps", 0) <= checkpoint[1])
+    kept = sum(1 for event in read_events(path) if event.get("timesteps", 0) <= checkpoint[1])
     return RunWriter(config.out, "nav", config.method, config.seed, keep_events=kept), checkpoint
 
 
@@ -392,12 +397,10 @@ def train(config: NavTrainConfig) -> dict:
     start = time.perf_counter()
     model = train_ppo(config, writer, checkpoint) if config.algo == "ppo" else train_imitation(config, writer)
     model.save(writer.path / MODEL_FILE)
-    events = [json.loads(line) for line in (writer.path / EVENTS_FILE).read_text(encoding="utf-8").splitlines()] \
-        if (writer.path / EVENTS_FILE).is_file() else []
+    events = read_events(writer.path)
     evals = [event for event in events if event["event"] == "eval"]
-    x_key = "timesteps" if config.algo == "ppo" else "expert_frames"
     if evals:
-        save_figure(curves_figure(events, x_key, f"nav / {config.method} / seed {config.seed} (val)"),
+        save_figure(curves_figure(events, progress_key(config.algo), f"nav / {config.method} / seed {config.seed} (val)"),
                     writer.path / CURVES_PNG)
     summary = {"algo": config.algo, "encoder": config.encoder, "seed": config.seed, "wall_time_s": time.perf_counter() - start,
                "trainable_parameters": trainable_parameters(model), "timesteps": int(model.num_timesteps),

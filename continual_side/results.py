@@ -426,6 +426,23 @@ def _read_json(path: Path) -> Any:
         raise RunFolderError(f"{path} is not valid JSON ({error}); the run folder is damaged") from None
 
 
+def read_events(folder: str | Path) -> list[dict]:
+    """The events of a run folder's metrics.jsonl, in order; none when the file does not exist yet.
+
+    :raises RunFolderError: a line is not valid JSON.
+    """
+    path = Path(folder) / EVENTS_FILE
+    if not path.is_file():
+        return []
+    events = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise RunFolderError(f"{path} line {number} is not valid JSON ({error})") from None
+    return events
+
+
 def load_run(path: str | Path) -> RunResult:
     """Read a finished run folder written by :class:`RunWriter`.
 
@@ -438,12 +455,7 @@ def load_run(path: str | Path) -> RunResult:
     if missing:
         raise RunFolderError(f"{folder} lacks {', '.join(missing)}: not a finished run folder "
                              "(the run may have stopped early); rerun it or point at a seed-<n> folder")
-    events = []
-    for number, line in enumerate((folder / EVENTS_FILE).read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise RunFolderError(f"{folder / EVENTS_FILE} line {number} is not valid JSON ({error})") from None
+    events = read_events(folder)
     task_names, matrix = read_acc_matrix(folder / MATRIX_FILE)
     losses = None
     if (folder / LOSS_MATRIX_FILE).is_file():
