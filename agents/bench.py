@@ -177,6 +177,7 @@ def bench_row(run: NavBenchRun) -> dict:
     evaluated = json.loads(_evaluation(run).read_text(encoding="utf-8"))
     return {"algo": trained["algo"], "encoder": trained["encoder"], "seed": trained["seed"],
             "success": evaluated["success"], "spl": evaluated["spl"], "train_s": trained["wall_time_s"],
+            "selected_round": trained.get("selected_round"),
             "eval_s": evaluated["wall_time_s"], "run_dir": str(_folder(run))}
 
 
@@ -189,13 +190,17 @@ def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def table_markdown(rows: list[dict], split: str) -> str:
-    """One line per (algo, encoder): success and SPL in percent, mean ± std over seeds, training time."""
-    lines = [f"| algo | encoder | {split} success (%) | {split} SPL (%) | seeds | train time per seed (min) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """One line per (algo, encoder): success and SPL in percent, mean ± std over seeds, the DAgger round each seed
+    kept (best on val), training time."""
+    lines = [f"| algo | encoder | {split} success (%) | {split} SPL (%) | seeds | DAgger round kept | "
+             "train time per seed (min) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for (algo, encoder), group in _groups(rows).items():
         success, spl = Stat.of([r["success"] for r in group]), Stat.of([r["spl"] for r in group])
+        kept = ", ".join(str(r.get("selected_round")) for r in group) if algo == "dagger" else "-"
         minutes = sum(r["train_s"] for r in group) / len(group) / 60
-        lines.append(f"| {algo} | {encoder} | {success.percent()} | {spl.percent()} | {len(group)} | {minutes:.1f} |")
+        lines.append(f"| {algo} | {encoder} | {success.percent()} | {spl.percent()} | {len(group)} | {kept} | "
+                     f"{minutes:.1f} |")
     return "\n".join(lines) + "\n"
 
 

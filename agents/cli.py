@@ -28,7 +28,9 @@ def main(argv: list[str]) -> None:
         summary = train(config)
         final = summary["final_val"] or {}
         print(f"{config.method} seed {config.seed}: val success {final.get('success', float('nan')):.3f} "
-              f"SPL {final.get('spl', float('nan')):.3f} ({summary['wall_time_s']:.0f} s)")
+              f"SPL {final.get('spl', float('nan')):.3f}"
+              + (f" (round {summary['selected_round']})" if config.algo == "dagger" else "")
+              + f" ({summary['wall_time_s']:.0f} s)")
     elif isinstance(config, NavEvalConfig):
         summary = evaluate_run(config)
         print(f"{config.split}: {summary['episodes']} episodes, success {summary['success']:.3f}, SPL {summary['spl']:.3f}, "

@@ -99,6 +99,8 @@ class NavTrainConfig:
     :param dagger_rounds: DAgger rounds after round 0 (the expert's own episodes).
     :param dagger_episodes: DAgger episodes played per round after round 0.
     :param dagger_beta_decay: DAgger acts with the expert with probability decay ** round.
+    :param dagger_epochs: DAgger epochs per round after round 0, on all data, continuing from the round before
+        (None: bc_epochs).
     :param eval_every: PPO environment steps between val evaluations.
     :param eval_episodes: val episodes per evaluation (evenly spaced over the val scenes).
     :param out: root folder of the run folders.
@@ -148,6 +150,7 @@ class NavTrainConfig:
     dagger_rounds: int = 4
     dagger_episodes: int = 25
     dagger_beta_decay: float = 0.5
+    dagger_epochs: int | None = None
     eval_every: int = 10_000
     eval_episodes: int = 20
     out: str = "runs"
@@ -162,6 +165,8 @@ class NavTrainConfig:
                      "episodes_per_shard", "bc_epochs", "bc_batch_size", "eval_every", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.dagger_epochs is not None and self.dagger_epochs < 1:
+            raise ConfigError(f"dagger_epochs must be at least 1, got {self.dagger_epochs}")
         if self.dagger_rounds < 0 or not 0 <= self.dagger_beta_decay <= 1:
             raise ConfigError("dagger_rounds must be >= 0 and dagger_beta_decay within [0, 1]")
         if self.resume and self.algo != "ppo":
@@ -265,6 +270,8 @@ def curves_figure(events: list[dict], x_key: str, title: str) -> Figure:
     figure = Figure(figsize=(6, 3.5))
     axis = figure.add_subplot()
     evals = [event for event in events if event["event"] == "eval"]
+    selected = next((event["round"] for event in events if event["event"] == "select"), None)
+    saved_evals = [event for event in evals if selected is None or event["round"] == selected]  # the saved policy's
     x = [event[x_key] for event in evals]
     for key in ("success", "spl"):
         axis.plot(x, [event[key] for event in evals], marker="o", label=key)
@@ -346,14 +353,20 @@ def _imitation_model(config: NavTrainConfig, env) -> PPO:
                device=config.device, n_steps=config.n_steps, batch_size=config.batch_size, learning_rate=config.lr)
 
 
-def _cloning_config(config: NavTrainConfig) -> CloningConfig:
-    return CloningConfig(epochs=config.bc_epochs, batch_size=config.bc_batch_size, lr=config.bc_lr,
+def _cloning_config(config: NavTrainConfig, round_index: int = 0) -> CloningConfig:
+    epochs = config.bc_epochs if round_index == 0 or config.dagger_epochs is None else config.dagger_epochs
+    return CloningConfig(epochs=epochs, batch_size=config.bc_batch_size, lr=config.bc_lr,
                          weight_decay=config.bc_weight_decay)
 
 
 def train_imitation(config: NavTrainConfig, writer: RunWriter) -> PPO:
     """BC on expert episodes of the train split, then (DAgger) rounds of learner episodes relabelled
-    by the expert; the policy is evaluated on val episodes after each round."""
+    by the expert; the policy is evaluated on val episodes after each round.
+
+    DAgger returns the round's policy with the best val success (then SPL; the earlier round on ties), as
+    Ross et al. 2011 (Algorithm 3.1: "return best policy on validation"); the next round's learner is
+    always the newest policy. The choice is logged as a ``select`` event.
+    """
     encoder, env_config = config.encoder_config(), config.env_config()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -370,6 +383,7 @@ def train_imitation(config: NavTrainConfig, writer: RunWriter) -> PPO:
         write_shards(parts[0], data_dir, config.episodes_per_shard, prefix="shard-round00")
     rounds = config.dagger_rounds if config.algo == "dagger" else 0
     all_ids = [e.episode_id for e in split_episodes(train_env)]
+    best: tuple[tuple[float, float], int, dict] | None = None
     for round_index in range(rounds + 1):
         if round_index > 0:
             beta = config.dagger_beta_decay ** round_index
@@ -379,18 +393,24 @@ def train_imitation(config: NavTrainConfig, writer: RunWriter) -> PPO:
             parts.append(new)
         trajectories = Trajectories.concatenate(parts)
         data = CloningData(trajectories, env_config, encoder)
-        clone(model, data, _cloning_config(config), rng,
+        clone(model, data, _cloning_config(config, round_index), rng,
               on_epoch=lambda epoch, loss, accuracy: writer.log("train_epoch", round=round_index, epoch=epoch, loss=loss,
                                                                  accuracy=accuracy))
-        writer.log("eval", round=round_index, expert_frames=len(data), episodes_played=trajectories.episodes,
-                   **evaluate_on_val(model, eval_env, val_episodes))
+        scores = evaluate_on_val(model, eval_env, val_episodes)
+        writer.log("eval", round=round_index, expert_frames=len(data), episodes_played=trajectories.episodes, **scores)
+        if best is None or (scores["success"], scores["spl"]) > best[0]:
+            best = ((scores["success"], scores["spl"]), round_index,
+                    {key: value.detach().clone() for key, value in model.policy.state_dict().items()})
+    model.policy.load_state_dict(best[2])
+    writer.log("select", round=best[1], success=best[0][0], spl=best[0][1])
     train_env.close()
     eval_env.close()
     return model
 
 
 def train(config: NavTrainConfig) -> dict:
-    """Train one agent and write its run folder; returns the summary (written last)."""
+    """Train one agent and write its run folder; returns the summary (written last): ``final_val`` holds the val
+    scores of the saved policy (imitation: of the selected round, ``selected_round``)."""
     writer, checkpoint = _open_run(config)
     if checkpoint is None:
         writer.write_config(config)
@@ -399,11 +419,13 @@ def train(config: NavTrainConfig) -> dict:
     model.save(writer.path / MODEL_FILE)
     events = read_events(writer.path)
     evals = [event for event in events if event["event"] == "eval"]
+    selected = next((event["round"] for event in events if event["event"] == "select"), None)
+    saved_evals = [event for event in evals if selected is None or event["round"] == selected]  # the saved policy's
     if evals:
         save_figure(curves_figure(events, progress_key(config.algo), f"nav / {config.method} / seed {config.seed} (val)"),
                     writer.path / CURVES_PNG)
     summary = {"algo": config.algo, "encoder": config.encoder, "seed": config.seed, "wall_time_s": time.perf_counter() - start,
                "trainable_parameters": trainable_parameters(model), "timesteps": int(model.num_timesteps),
-               "final_val": evals[-1] if evals else None}
+               "final_val": saved_evals[-1] if saved_evals else None, "selected_round": selected}
     atomic_write_text(writer.path / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
     return summary

@@ -13,6 +13,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
+import agents.train
 from agents.cli import main
 from agents.evaluate import evaluate_episodes, split_episodes
 from agents.extractors import (BASE_FEATURES_KEY, ENCODER_MODES, MAP_SIZE, EncoderConfig, NavEncoder, make_base,
@@ -190,11 +191,31 @@ def test_stored_frames_stack_into_exactly_the_agent_envs_observations():
                 np.testing.assert_array_equal(stacked[key][index], value, err_msg=f"{key} of frame {index}")
 
 
-def test_dagger_round_zero_is_the_expert_the_data_grows_and_ppo_starts_from_the_clone(tmp_path, capsys):
+def test_dagger_round_zero_is_the_expert_the_data_grows_the_best_val_round_is_saved_and_ppo_starts_from_it(
+        tmp_path, capsys, monkeypatch):
+    policies, epochs = [], []  # the policy after each round, and each round's epochs
+
+    def clone_and_keep(model, data, config, rng, on_epoch=None):
+        clone(model, data, config, rng, on_epoch)
+        policies.append({key: value.clone() for key, value in model.policy.state_dict().items()})
+        epochs.append(config.epochs)
+
+    val_success = iter([0.2, 0.6, 0.6])  # round 1 is the best; round 2 ties it and loses (the earlier round wins)
+    monkeypatch.setattr(agents.train, "clone", clone_and_keep)
+    monkeypatch.setattr(agents.train, "evaluate_on_val",
+                        lambda model, env, episodes: {"success": next(val_success), "spl": 0.5, "episodes": 1})
     main(["train", "--algo", "dagger", "--encoder", "features", "--width", str(SIZE), "--height", str(SIZE),
           "--max-episode-steps", "60", "--train-episodes", "3", "--dagger-rounds", "2", "--dagger-episodes", "2",
-          "--bc-epochs", "1", "--eval-episodes", "1", "--no-progress", "--out", str(tmp_path)])
+          "--bc-epochs", "2", "--dagger-epochs", "1", "--eval-episodes", "1", "--no-progress", "--out", str(tmp_path)])
+    monkeypatch.undo()
+    assert epochs == [2, 1, 1]
     run_dir = tmp_path / "nav" / "dagger-features" / "seed-0"
+    saved = PPO.load(run_dir / MODEL_FILE).policy.state_dict()
+    assert not all(torch.equal(value, policies[2][key]) for key, value in saved.items())  # the last round differs
+    assert all(torch.equal(value, policies[1][key]) for key, value in saved.items())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["selected_round"] == 1 and summary["final_val"]["success"] == 0.6
+    assert "(round 1)" in capsys.readouterr().out
     shards = sorted((run_dir / "data").glob("shard-*.npz"))
     assert [path.name.split("-")[1] for path in shards] == ["round00", "round01", "round02"]
     with np.load(shards[0]) as round_zero:

@@ -127,6 +127,15 @@ def test_an_interrupted_ppo_run_resumes_from_its_checkpoint(tmp_path):
     assert [event["timesteps"] for event in events if event["event"] == "eval"] == [32, 64]
 
 
+def test_table_gives_mean_and_std_over_seeds_and_the_dagger_rounds_kept():
+    rows = [{"algo": "bc", "encoder": "blind", "success": 0.5, "spl": 0.4, "train_s": 60},
+            {"algo": "dagger", "encoder": "features", "success": 0.2, "spl": 0.1, "train_s": 60, "selected_round": 0},
+            {"algo": "dagger", "encoder": "features", "success": 0.4, "spl": 0.3, "train_s": 180, "selected_round": 2}]
+    lines = agents.bench.table_markdown(rows, "test").splitlines()
+    assert lines[2] == "| bc | blind | 50.00 ± 0.00 | 40.00 ± 0.00 | 1 | - | 1.0 |"
+    assert lines[3] == "| dagger | features | 30.00 ± 14.14 | 20.00 ± 14.14 | 2 | 0, 2 | 2.0 |"
+
+
 def test_learning_curves_average_the_seeds_evaluations(tmp_path):
     def run(name, evals, x_key):
         folder = tmp_path / name
