@@ -100,7 +100,7 @@ class NavTrainConfig:
     :param dagger_episodes: DAgger episodes played per round after round 0.
     :param dagger_beta_decay: DAgger acts with the expert with probability decay ** round.
     :param dagger_epochs: DAgger epochs per round after round 0, on all data, continuing from the round before
-        (None: bc_epochs). 5 keeps a DAgger run within about twice BC's time; 20 did no better on val.
+        (None: bc_epochs). 5 keeps a DAgger run within about twice BC's time; 20 did not do consistently better on val.
     :param eval_every: PPO environment steps between val evaluations.
     :param eval_episodes: val episodes per evaluation (evenly spaced over the val scenes).
     :param out: root folder of the run folders.
