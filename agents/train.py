@@ -266,15 +266,18 @@ def evaluate_on_val(model: PPO, eval_env, episodes: list) -> dict:
 
 
 def curves_figure(events: list[dict], x_key: str, title: str) -> Figure:
-    """Val success and SPL over training (x: environment steps or expert frames)."""
+    """Val success and SPL over training (x: environment steps or expert frames); DAgger's kept round starred."""
     figure = Figure(figsize=(6, 3.5))
     axis = figure.add_subplot()
     evals = [event for event in events if event["event"] == "eval"]
-    selected = next((event["round"] for event in events if event["event"] == "select"), None)
-    saved_evals = [event for event in evals if selected is None or event["round"] == selected]  # the saved policy's
     x = [event[x_key] for event in evals]
     for key in ("success", "spl"):
         axis.plot(x, [event[key] for event in evals], marker="o", label=key)
+    kept_rounds = {event["round"] for event in events if event["event"] == "select"}
+    kept = [event for event in evals if event.get("round") in kept_rounds]
+    if kept:
+        axis.plot([kept[0][x_key]], [kept[0]["success"]], marker="*", markersize=14, linestyle="none",
+                  label="round kept")
     axis.set_xlabel(x_key.replace("_", " "))
     axis.set_ylim(0, 1)
     axis.set_title(title)
