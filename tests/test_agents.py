@@ -19,7 +19,7 @@ from agents.evaluate import evaluate_episodes, split_episodes
 from agents.extractors import (BASE_FEATURES_KEY, ENCODER_MODES, MAP_SIZE, EncoderConfig, NavEncoder, make_base,
                                nav_policy_kwargs)
 from agents.imitation import CloningConfig, CloningData, Trajectories, clone, collect, greedy_actor
-from agents.train import MODEL_FILE
+from agents.train import MODEL_FILE, curves_figure
 from agents.vec_env import EnvConfig, make_agent_env, stack_frames
 from continual_side.errors import ConfigError
 from envs.gym_env import GOAL_KEY
@@ -310,3 +310,13 @@ def test_bad_options_are_config_errors(argv, message, tmp_path):
 def test_resume_without_a_checkpoint_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="nothing to resume"):
         main(["train", "--resume", "--out", str(tmp_path)])
+
+
+def test_run_curves_star_the_dagger_round_kept_and_nothing_for_ppo():
+    evals = [{"event": "eval", "round": r, "expert_frames": 10 * (r + 1), "success": s, "spl": s / 2}
+             for r, s in enumerate([0.3, 0.7, 0.5])]
+    (line,) = [line for line in curves_figure([*evals, {"event": "select", "round": 1}], "expert_frames", "t").axes[0].lines
+               if line.get_label() == "round kept"]
+    assert list(line.get_xdata()) == [20] and list(line.get_ydata()) == [0.7]
+    ppo = [{"event": "eval", "timesteps": 100, "success": 0.1, "spl": 0.1}]
+    assert [line.get_label() for line in curves_figure(ppo, "timesteps", "t").axes[0].lines] == ["success", "spl"]
