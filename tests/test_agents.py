@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import gymnasium
 import numpy as np
@@ -15,6 +16,7 @@ from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
 import agents.train
 from agents.cli import main
+from agents.diagnostics import policy_entropy
 from agents.evaluate import evaluate_episodes, split_episodes
 from agents.extractors import (BASE_FEATURES_KEY, ENCODER_MODES, MAP_SIZE, EncoderConfig, NavEncoder, make_base,
                                nav_policy_kwargs)
@@ -277,6 +279,13 @@ def test_ppo_checkpoints_resumes_and_records_val_success_and_spl(tmp_path):
     assert [event["timesteps"] for event in evals if event["event"] == "eval"] == [32, 64, 96]
     assert all(0 <= event["spl"] <= event["success"] + 1e-9 <= 1 + 1e-9 for event in evals)
     assert PPO.load(run_dir / MODEL_FILE).num_timesteps == 96
+    # SB3 logs an update's train/entropy_loss when the next rollout ends, so of the updates after steps 32, 64
+    # (before the resume) and 96 only the first is logged, at step 64
+    entropy = policy_entropy(run_dir)
+    assert [step for step, _ in entropy] == [64]
+    assert 0.9 * math.log(3) < entropy[0][1] <= math.log(3) + 1e-6  # one update: still near the uniform policy
+    with pytest.raises(FileNotFoundError, match="no TensorBoard events"):
+        policy_entropy(tmp_path)
 
 
 def test_bench_trains_evaluates_tabulates_and_reuses_complete_runs(tmp_path, capsys):
