@@ -26,7 +26,7 @@ import tyro
 from matplotlib.figure import Figure
 
 from agents.eval_run import NavEvalConfig, evaluate_run
-from agents.evaluate import EVAL_SUMMARY
+from agents.evaluate import EVAL_SUMMARY, evaluation_folder
 from agents.extractors import ENCODER_MODES, EncoderMode
 from agents.train import Algo, NavTrainConfig, latest_checkpoint, progress_key, read_run_config, run_settings, train
 from continual_side import plots
@@ -95,7 +95,7 @@ def _folder(run: NavBenchRun) -> Path:
 
 def _evaluation(run: NavBenchRun) -> Path:
     """The summary of the run's evaluation on its split."""
-    return _folder(run) / f"eval-{run.split}" / EVAL_SUMMARY
+    return evaluation_folder(_folder(run), run.split) / EVAL_SUMMARY
 
 
 def _train_and_evaluate(run: NavBenchRun) -> None:

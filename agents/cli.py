@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Union
 
 import tyro
 
 from agents.bench import BENCH_TABLE, NavBenchConfig, run_nav_bench
 from agents.eval_run import NavEvalConfig, evaluate_run
+from agents.evaluate import evaluation_folder
 from agents.train import NavTrainConfig, train
 from continual_side.cli import report_runs
 
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
         summary = evaluate_run(config)
         print(f"{config.split}: {summary['episodes']} episodes, success {summary['success']:.3f}, SPL {summary['spl']:.3f}, "
               f"distance to goal {summary['distance_to_goal']:.2f} m, collisions {summary['collisions']:.1f}; "
-              f"written to {Path(config.run_dir) / f'eval-{config.split}'}")
+              f"written to {evaluation_folder(config.run_dir, config.split)}")
     else:
         result = run_nav_bench(config)
         if result.folder is not None:

@@ -9,7 +9,7 @@ from typing import Literal
 
 import tyro
 
-from agents.evaluate import split_episodes, spread, timed_evaluation, write_evaluation
+from agents.evaluate import evaluation_folder, split_episodes, spread, timed_evaluation, write_evaluation
 from agents.imitation import greedy_actor
 from agents.train import load_model, read_run_config
 from agents.vec_env import make_agent_env
@@ -42,7 +42,7 @@ def evaluate_run(config: NavEvalConfig) -> dict:
     episodes = spread(split_episodes(env), config.episodes)
     results, maps, seconds = timed_evaluation(env, greedy_actor(model), episodes)
     env.close()
-    folder = Path(config.run_dir) / f"eval-{config.split}"
+    folder = evaluation_folder(config.run_dir, config.split)
     title = f"{trained.method} seed {trained.seed} on {config.split}"
     return write_evaluation(folder, results, maps, title, config.maps,
                             extra={"split": config.split, "requested_episodes": config.episodes,

@@ -31,6 +31,11 @@ EVAL_SUMMARY = "summary.json"
 PATHS_PNG = "paths.png"
 
 
+def evaluation_folder(run_dir: Path, split: str) -> Path:
+    """Where ``nav eval`` writes a run's evaluation on a split."""
+    return Path(run_dir) / f"eval-{split}"
+
+
 def split_episodes(vec_env: VecEnv) -> list:
     """The first env's split, habitat episodes in id order."""
     return vec_env.get_attr("episodes", indices=[0])[0]

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from agents.diagnostics import entropy_row
+from agents.evaluate import EVAL_SUMMARY, evaluation_folder
 
 
 def main(root: Path) -> None:
@@ -23,7 +24,7 @@ def main(root: Path) -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for run in runs:
         row = entropy_row(run)
-        evaluation = run / "eval-test" / "summary.json"
+        evaluation = evaluation_folder(run, "test") / EVAL_SUMMARY
         success = (f"{100 * json.loads(evaluation.read_text(encoding='utf-8'))['success']:.1f}"
                    if evaluation.exists() else "not evaluated")
         print(f"| {run.parent.name.removeprefix('ppo-')} | {run.name.removeprefix('seed-')} | "
